@@ -1,0 +1,49 @@
+"""deltastore: git for machine-learning checkpoints.
+
+::
+
+    import deltastore
+    store = deltastore.open("runs/exp1", create=True)
+    cid = store.save({"model": model.state_dict(), "step": 100}, "step 100", step=100)
+    state = store.load("main")
+"""
+
+from deltastore.errors import (
+    AmbiguousRefError,
+    ConcurrentUpdateError,
+    CorruptObjectError,
+    DeltastoreError,
+    EntryNotFoundError,
+    InvalidRefNameError,
+    RefNotFoundError,
+    SchemaVersionError,
+    StorageError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnsupportedTypeError,
+)
+from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
+from deltastore.store import Store, init, open
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AmbiguousRefError",
+    "CheckpointInfo",
+    "ConcurrentUpdateError",
+    "CorruptObjectError",
+    "DeltastoreError",
+    "EntryInfo",
+    "EntryNotFoundError",
+    "InvalidRefNameError",
+    "RefNotFoundError",
+    "SchemaVersionError",
+    "StorageError",
+    "Store",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "StoreStats",
+    "UnsupportedTypeError",
+    "init",
+    "open",
+]

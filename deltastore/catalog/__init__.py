@@ -1,0 +1,1 @@
+"""The catalog: an index of checkpoints, entries, chunk lists, objects and refs."""

@@ -1,0 +1,277 @@
+"""Every catalog read and write the store makes, in one place.
+
+Functions take an open SQLAlchemy ``Connection`` (inside the caller's
+transaction) and speak in plain values and ``deltastore.info`` records, so the
+store never builds SQL itself and a PostgreSQL catalog differs only in the
+dialect-specific insert-or-ignore below.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from deltastore.catalog.models import (
+    CheckpointRow,
+    EntryChunkRow,
+    EntryRow,
+    ObjectRow,
+    RefRow,
+    StoreMeta,
+)
+from deltastore.info import CheckpointInfo, EntryInfo, datetime_from_us
+
+_checkpoints = CheckpointRow.__table__
+_entries = EntryRow.__table__
+_entry_chunks = EntryChunkRow.__table__
+_objects = ObjectRow.__table__
+_refs = RefRow.__table__
+_meta = StoreMeta.__table__
+
+# SQLite's limit on bound parameters is 32766 (older builds 999); stay below both.
+_BATCH = 900
+
+
+@dataclass(frozen=True)
+class NewObject:
+    id: str
+    kind: int
+    raw_bytes: int
+    stored_bytes: int
+    base_id: str | None
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    key_path: str
+    kind: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    digest: str
+    chunk_ids: list[str]
+
+
+def metrics_to_json(metrics: dict[str, float | int]) -> dict[str, Any]:
+    """Metrics as strict JSON (PostgreSQL rejects NaN): non-finite floats become strings."""
+    return {
+        k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in metrics.items()
+    }
+
+
+def metrics_from_json(data: dict[str, Any]) -> dict[str, float | int]:
+    return {k: (float(v) if isinstance(v, str) else v) for k, v in data.items()}
+
+
+def _insert_ignore(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT rows, skipping those whose primary key exists (put-if-absent for rows)."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - only the two catalogs above are supported
+        raise NotImplementedError(f"catalog dialect {dialect!r}")
+    for start in range(0, len(rows), _BATCH):
+        conn.execute(stmt, list(rows[start : start + _BATCH]))
+
+
+# -- store settings -----------------------------------------------------------------------------
+
+
+def get_meta(conn: Connection) -> dict[str, str]:
+    return {row.key: row.value for row in conn.execute(select(_meta))}
+
+
+def set_meta(conn: Connection, values: dict[str, str]) -> None:
+    _insert_ignore(conn, _meta, [{"key": k, "value": v} for k, v in values.items()])
+
+
+# -- refs ---------------------------------------------------------------------------------------
+
+
+def get_ref(conn: Connection, name: str) -> tuple[str, str] | None:
+    """(kind, checkpoint id) of a ref, or None."""
+    row = conn.execute(select(_refs.c.kind, _refs.c.checkpoint_id).where(_refs.c.name == name))
+    found = row.first()
+    return None if found is None else (found.kind, found.checkpoint_id)
+
+
+def set_ref(conn: Connection, name: str, kind: str, checkpoint_id: str, now_us: int) -> None:
+    conn.execute(delete(_refs).where(_refs.c.name == name))
+    conn.execute(
+        _refs.insert().values(
+            name=name, kind=kind, checkpoint_id=checkpoint_id, updated_at_us=now_us
+        )
+    )
+
+
+def list_refs(conn: Connection) -> list[tuple[str, str, str]]:
+    """(name, kind, checkpoint id) of every ref, by name."""
+    rows = conn.execute(select(_refs.c.name, _refs.c.kind, _refs.c.checkpoint_id).order_by("name"))
+    return [(r.name, r.kind, r.checkpoint_id) for r in rows]
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+def _info(row: Any) -> CheckpointInfo:
+    return CheckpointInfo(
+        id=row.id,
+        parent=row.parent_id,
+        created_at=datetime_from_us(row.created_at_us),
+        message=row.message,
+        step=row.step,
+        metrics=metrics_from_json(row.metrics),
+        branch=row.branch,
+        entry_count=row.entry_count,
+        logical_bytes=row.logical_bytes,
+        stored_bytes=row.stored_bytes,
+    )
+
+
+def get_checkpoint(conn: Connection, checkpoint_id: str) -> CheckpointInfo | None:
+    row = conn.execute(select(_checkpoints).where(_checkpoints.c.id == checkpoint_id)).first()
+    return None if row is None else _info(row)
+
+
+def ids_with_prefix(conn: Connection, prefix: str, limit: int = 10) -> list[str]:
+    rows = conn.execute(
+        select(_checkpoints.c.id)
+        .where(_checkpoints.c.id.like(prefix + "%"))
+        .order_by(_checkpoints.c.id)
+        .limit(limit)
+    )
+    return [r.id for r in rows]
+
+
+def all_checkpoints(conn: Connection) -> list[CheckpointInfo]:
+    """Every checkpoint, newest first."""
+    rows = conn.execute(
+        select(_checkpoints).order_by(
+            _checkpoints.c.created_at_us.desc(), _checkpoints.c.id.desc()
+        )
+    )
+    return [_info(r) for r in rows]
+
+
+def insert_checkpoint(
+    conn: Connection,
+    info: CheckpointInfo,
+    created_at_us: int,
+    entries: Sequence[NewEntry],
+    objects: Iterable[NewObject],
+) -> None:
+    """Record a checkpoint, its entries and chunk lists, and any objects new to the catalog."""
+    _insert_ignore(
+        conn,
+        _objects,
+        [
+            {
+                "id": o.id,
+                "kind": o.kind,
+                "raw_bytes": o.raw_bytes,
+                "stored_bytes": o.stored_bytes,
+                "base_id": o.base_id,
+                "created_at_us": created_at_us,
+            }
+            for o in objects
+        ],
+    )
+    conn.execute(
+        _checkpoints.insert().values(
+            id=info.id,
+            parent_id=info.parent,
+            created_at_us=created_at_us,
+            message=info.message,
+            step=info.step,
+            metrics=metrics_to_json(info.metrics),
+            branch=info.branch,
+            entry_count=info.entry_count,
+            logical_bytes=info.logical_bytes,
+            stored_bytes=info.stored_bytes,
+        )
+    )
+    entry_rows = []
+    chunk_rows = []
+    for idx, entry in enumerate(entries):
+        entry_rows.append(
+            {
+                "checkpoint_id": info.id,
+                "idx": idx,
+                "key_path": entry.key_path,
+                "kind": entry.kind,
+                "dtype": entry.dtype,
+                "shape": list(entry.shape),
+                "nbytes": entry.nbytes,
+                "digest": entry.digest,
+                "chunk_count": len(entry.chunk_ids),
+            }
+        )
+        chunk_rows.extend(
+            {"checkpoint_id": info.id, "entry_idx": idx, "chunk_idx": i, "object_id": object_id}
+            for i, object_id in enumerate(entry.chunk_ids)
+        )
+    for table, rows in ((_entries, entry_rows), (_entry_chunks, chunk_rows)):
+        for start in range(0, len(rows), _BATCH):
+            conn.execute(table.insert(), rows[start : start + _BATCH])
+
+
+def entries_of(conn: Connection, checkpoint_id: str) -> list[EntryInfo]:
+    rows = conn.execute(
+        select(_entries).where(_entries.c.checkpoint_id == checkpoint_id).order_by(_entries.c.idx)
+    )
+    return [
+        EntryInfo(
+            key_path=r.key_path,
+            kind=r.kind,
+            dtype=r.dtype,
+            shape=tuple(r.shape),
+            nbytes=r.nbytes,
+            digest=r.digest,
+            chunk_count=r.chunk_count,
+        )
+        for r in rows
+    ]
+
+
+def chunk_ids_of(conn: Connection, checkpoint_id: str) -> dict[str, list[str]]:
+    """Key path -> chunk ids in order, for every entry of a checkpoint."""
+    rows = conn.execute(
+        select(_entries.c.key_path, _entry_chunks.c.object_id)
+        .join(
+            _entry_chunks,
+            (_entry_chunks.c.checkpoint_id == _entries.c.checkpoint_id)
+            & (_entry_chunks.c.entry_idx == _entries.c.idx),
+        )
+        .where(_entries.c.checkpoint_id == checkpoint_id)
+        .order_by(_entry_chunks.c.entry_idx, _entry_chunks.c.chunk_idx)
+    )
+    chunks: dict[str, list[str]] = {}
+    for r in rows:
+        chunks.setdefault(r.key_path, []).append(r.object_id)
+    return chunks
+
+
+def known_object_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
+    wanted = list(ids)
+    found: set[str] = set()
+    for start in range(0, len(wanted), _BATCH):
+        batch = wanted[start : start + _BATCH]
+        found.update(conn.execute(select(_objects.c.id).where(_objects.c.id.in_(batch))).scalars())
+    return found
+
+
+def object_totals(conn: Connection) -> tuple[int, int]:
+    """(number of objects, their stored bytes)."""
+    row = conn.execute(select(func.count(), func.coalesce(func.sum(_objects.c.stored_bytes), 0)))
+    count, total = row.one()
+    return int(count), int(total)

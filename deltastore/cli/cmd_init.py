@@ -1,0 +1,32 @@
+"""deltastore init PATH: create an empty store."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import deltastore
+from deltastore.chunking import DEFAULT_CHUNK_SIZE
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser("init", help="create an empty store")
+    parser.add_argument("path", nargs="?", help="the store's folder (default: --store)")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=f"bytes per chunk, a multiple of 16 (default {DEFAULT_CHUNK_SIZE})",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deltastore.cli.common import MissingStoreError
+
+    path = args.path or args.store
+    if not path:
+        raise MissingStoreError()
+    root = deltastore.init(path, chunk_size=args.chunk_size)
+    print(f"initialised empty deltastore store in {root}")
+    return 0

@@ -1,0 +1,61 @@
+"""The ``deltastore`` command: one module per verb (``cmd_<verb>.py``), errors as one line.
+
+Every verb module exposes ``register(subparsers)``, which adds its parser and
+sets ``run`` as the handler.  Errors deltastore raises on purpose print one
+line to stderr and exit with the error's ``exit_code``; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from deltastore import __version__
+from deltastore.cli import cmd_init, cmd_log, cmd_show, cmd_stats
+from deltastore.errors import DeltastoreError
+
+VERBS = (cmd_init, cmd_log, cmd_show, cmd_stats)
+STORE_ENV = "DELTASTORE_STORE"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deltastore",
+        description="git for machine-learning checkpoints",
+    )
+    parser.add_argument("--version", action="version", version=f"deltastore {__version__}")
+    parser.add_argument(
+        "--store",
+        default=os.environ.get(STORE_ENV),
+        help=f"the store's folder (default: ${STORE_ENV})",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    for verb in VERBS:
+        verb.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except DeltastoreError as exc:
+        print(f"deltastore: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # `deltastore log | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("deltastore: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"deltastore: error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

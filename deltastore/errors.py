@@ -1,0 +1,210 @@
+"""The exception hierarchy of deltastore.
+
+Every error deltastore raises on purpose derives from :class:`DeltastoreError`.
+Where a builtin exception already means the same thing, the subclass inherits
+it too, so ``except KeyError`` in user code keeps working
+(``RefNotFoundError`` is a ``KeyError``).  Errors carry the facts they report
+as attributes, so callers (and the CLI) never parse messages.
+
+This module is a leaf: it imports nothing from deltastore.
+"""
+
+from __future__ import annotations
+
+
+class DeltastoreError(Exception):
+    """Root of every error deltastore raises on purpose."""
+
+    #: Exit status the CLI uses for this class of error.
+    exit_code: int = 1
+
+
+class StoreNotFoundError(DeltastoreError, FileNotFoundError):
+    """No store exists at the given path (and ``create`` was not asked for)."""
+
+    exit_code = 3
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"no deltastore store at {path!r} (create one with `deltastore init {path}` "
+            "or deltastore.open(path, create=True))"
+        )
+
+    def __str__(self) -> str:
+        # FileNotFoundError's own __str__ would print "[Errno None] ...".
+        return str(self.args[0])
+
+
+class StoreExistsError(DeltastoreError, FileExistsError):
+    """``init`` was asked for a path that already holds something else."""
+
+    exit_code = 3
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"cannot create a store at {path!r}: {reason}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SchemaVersionError(DeltastoreError):
+    """The store was written by a newer deltastore (catalog schema or format).
+
+    Raised before anything is changed on disk.
+    """
+
+    exit_code = 4
+
+    def __init__(self, what: str, found: str, supported: str) -> None:
+        self.what = what
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"this store's {what} is {found!r}, newer than this deltastore supports "
+            f"({supported}); upgrade deltastore to open it. Nothing was changed."
+        )
+
+
+class UnsupportedTypeError(DeltastoreError, TypeError):
+    """A state holds a value deltastore cannot store exactly.
+
+    ``key_path`` names where in the state the value sits, ``type_name`` what it is.
+    """
+
+    exit_code = 5
+
+    def __init__(self, key_path: str, type_name: str, reason: str = "") -> None:
+        self.key_path = key_path
+        self.type_name = type_name
+        self.reason = reason
+        where = key_path if key_path else "<root>"
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"cannot store {type_name} at key path {where!r}{detail}")
+
+
+class RefNotFoundError(DeltastoreError, KeyError):
+    """A ref, checkpoint id, id prefix or ``ref~N`` expression resolves to nothing."""
+
+    exit_code = 6
+
+    def __init__(self, ref: str, reason: str = "") -> None:
+        self.ref = ref
+        self.reason = reason
+        super().__init__(f"no checkpoint {ref!r}" + (f": {reason}" if reason else ""))
+
+    def __str__(self) -> str:
+        # KeyError's __str__ would wrap the message in quotes.
+        return str(self.args[0])
+
+
+class AmbiguousRefError(RefNotFoundError):
+    """An id prefix matches more than one checkpoint."""
+
+    def __init__(self, ref: str, candidates: list[str]) -> None:
+        self.candidates = candidates
+        shown = ", ".join(c[:12] for c in candidates[:5])
+        super().__init__(ref, f"prefix is ambiguous ({len(candidates)} matches: {shown})")
+
+
+class EntryNotFoundError(DeltastoreError, KeyError):
+    """A key path is not an array entry of the checkpoint."""
+
+    exit_code = 6
+
+    def __init__(self, checkpoint_id: str, key_path: str) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.key_path = key_path
+        super().__init__(f"checkpoint {checkpoint_id[:12]} has no array entry {key_path!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CorruptObjectError(DeltastoreError):
+    """An object is missing, truncated or does not hash to its id.
+
+    ``object_id`` is always set; ``checkpoint_id``, ``key_path`` and
+    ``chunk_index`` are set when the object was read for a checkpoint's entry.
+    """
+
+    exit_code = 7
+
+    def __init__(
+        self,
+        object_id: str,
+        reason: str,
+        *,
+        checkpoint_id: str | None = None,
+        key_path: str | None = None,
+        chunk_index: int | None = None,
+    ) -> None:
+        self.object_id = object_id
+        self.reason = reason
+        self.checkpoint_id = checkpoint_id
+        self.key_path = key_path
+        self.chunk_index = chunk_index
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = ""
+        if self.checkpoint_id is not None:
+            where += f" in checkpoint {self.checkpoint_id[:12]}"
+        if self.key_path is not None:
+            where += f", entry {self.key_path!r}"
+        if self.chunk_index is not None:
+            where += f", chunk {self.chunk_index}"
+        return f"corrupt object {self.object_id[:16]}{where}: {self.reason}"
+
+    def located(
+        self, checkpoint_id: str, key_path: str | None, chunk_index: int | None
+    ) -> CorruptObjectError:
+        """Return a copy that also names the checkpoint, entry and chunk it was read for."""
+        return CorruptObjectError(
+            self.object_id,
+            self.reason,
+            checkpoint_id=checkpoint_id,
+            key_path=key_path,
+            chunk_index=chunk_index,
+        )
+
+
+class ConcurrentUpdateError(DeltastoreError):
+    """A branch kept moving under a save; retries were exhausted."""
+
+    exit_code = 8
+
+    def __init__(self, branch: str, attempts: int) -> None:
+        self.branch = branch
+        self.attempts = attempts
+        super().__init__(
+            f"branch {branch!r} moved during the save {attempts} times in a row; giving up"
+        )
+
+
+class InvalidRefNameError(DeltastoreError, ValueError):
+    """A branch or tag name that could be confused with an id or a ``~N`` expression."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"invalid ref name {name!r}: {reason}")
+
+
+class StorageError(DeltastoreError, OSError):
+    """The object store could not be written (full disk, permissions, I/O error).
+
+    The save that met it records nothing; ``errno`` is the operating system's.
+    """
+
+    exit_code = 9
+
+    def __init__(self, what: str, cause: OSError) -> None:
+        self.what = what
+        self.cause = cause
+        super().__init__(cause.errno, f"could not {what}: {cause.strerror or cause}")
+
+    def __str__(self) -> str:
+        return str(self.args[1])

@@ -1,0 +1,47 @@
+"""The object-store interface: where encoded objects live, named by their id.
+
+Objects are immutable and written put-if-absent (DESIGN.md invariant 2), so a
+backend needs no locking of its own: writing an id that exists is a no-op.
+The local directory is the first backend; an S3-compatible one plugs in here
+without touching the rest.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+
+class ObjectStore(ABC):
+    """Immutable, content-addressed blobs.  Implementations must be thread-safe."""
+
+    @abstractmethod
+    def get(self, object_id: str) -> bytes:
+        """The object's bytes; CorruptObjectError if it is missing."""
+
+    @abstractmethod
+    def put_if_absent(self, object_id: str, data: bytes) -> int:
+        """Store ``data`` under ``object_id`` unless it exists; return bytes written (0 if it did).
+
+        After :meth:`flush` returns, every object put before it is durable.
+        """
+
+    @abstractmethod
+    def exists(self, object_id: str) -> bool:
+        """True when the object is stored."""
+
+    @abstractmethod
+    def size(self, object_id: str) -> int:
+        """Stored size in bytes; CorruptObjectError if missing."""
+
+    @abstractmethod
+    def delete(self, object_id: str) -> None:
+        """Remove an object (gc only); a missing object is not an error."""
+
+    @abstractmethod
+    def iter_ids(self) -> Iterator[str]:
+        """Every stored object id, in no particular order."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Make every object put so far durable (the write-order barrier before a commit)."""

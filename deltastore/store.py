@@ -1,0 +1,251 @@
+"""The store: the one object users hold.  ``deltastore.open(path)`` returns it.
+
+It ties the layers together (tree, codecs through the writer and reader,
+objects, catalog) and holds the store-wide resources: the catalog engine and
+the thread pool that runs chunk work on every core.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tqdm import tqdm
+
+from deltastore import codecs, layout, refs, tree
+from deltastore.catalog import migrate, queries
+from deltastore.catalog.engine import make_engine, read_transaction, write_transaction
+from deltastore.chunking import DEFAULT_CHUNK_SIZE
+from deltastore.errors import CorruptObjectError, RefNotFoundError
+from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
+from deltastore.load import CheckpointReader, Progress
+from deltastore.objects import LocalObjectStore, ObjectStore
+from deltastore.save import CheckpointWriter, validate_inputs
+
+#: Below this many bytes a progress bar would only flicker.
+PROGRESS_MIN_BYTES = 256 << 20
+
+
+def open(  # noqa: A001 - deliberately mirrors builtins.open / zarr.open
+    path: str | os.PathLike[str],
+    create: bool = False,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    codec: str = codecs.DEFAULT_CODEC,
+    progress: bool | None = None,
+) -> Store:
+    """Open the store at ``path``; with ``create=True`` make it first if it does not exist.
+
+    ``chunk_size`` applies to a new store only (it is fixed at creation).
+    ``codec`` ("zstd" or "lz4") is used for what this handle writes.
+    ``progress``: show progress bars (default: when stderr is a terminal).
+    """
+    root = Path(path)
+    if create and not layout.is_store(root):
+        init(root, chunk_size=chunk_size)
+    return Store(root, codec=codec, progress=progress)
+
+
+def init(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Path:
+    """Create an empty store (idempotent for an existing store)."""
+    root = Path(path)
+    if chunk_size <= 0 or chunk_size % 16:
+        raise ValueError(f"chunk_size must be a positive multiple of 16, not {chunk_size}")
+    layout.prepare_new(root)
+    with layout.store_lock(root):
+        if layout.is_store(root):
+            return root
+        LocalObjectStore.create(root / layout.OBJECTS_DIR)
+        engine = make_engine(layout.catalog_url(root))
+        try:
+            migrate.upgrade(engine)
+            with write_transaction(engine) as conn:
+                queries.set_meta(conn, {"chunk_size": str(chunk_size)})
+        finally:
+            engine.dispose()
+        layout.write_format(root)  # last: a half-made store is never taken for a store
+    return root
+
+
+class Store:
+    """A deltastore store: save, load, and inspect checkpoints."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        codec: str = codecs.DEFAULT_CODEC,
+        progress: bool | None = None,
+        objects: ObjectStore | None = None,
+        catalog_url: str | None = None,
+    ) -> None:
+        layout.check_format(root)
+        if codec not in codecs.CODECS:
+            raise ValueError(f"unknown codec {codec!r}; choose one of {codecs.CODECS}")
+        self.root = root
+        self.codec = codec
+        self.progress = progress
+        self.objects = objects or LocalObjectStore(root / layout.OBJECTS_DIR)
+        self.engine = make_engine(catalog_url or layout.catalog_url(root))
+        try:
+            self._ensure_schema()
+            with read_transaction(self.engine) as conn:
+                meta = queries.get_meta(conn)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self.chunk_size = int(meta.get("chunk_size", DEFAULT_CHUNK_SIZE))
+        self._pool = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="deltastore"
+        )
+        self._reader = CheckpointReader(self.objects, self._pool)
+        self._writer = CheckpointWriter(
+            self.engine, self.objects, self._pool, chunk_size=self.chunk_size, codec=codec
+        )
+
+    def _ensure_schema(self) -> None:
+        if migrate.check(self.engine):
+            return
+        with layout.store_lock(self.root):
+            if not migrate.check(self.engine):  # another process may have upgraded meanwhile
+                migrate.upgrade(self.engine)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the thread pool and the catalog connections."""
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<deltastore.Store {str(self.root)!r}>"
+
+    @contextmanager
+    def _progress(self, total: int, desc: str) -> Iterator[Progress | None]:
+        show = self.progress
+        if show is None:
+            show = total >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
+        if not show:
+            yield None
+            return
+        with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024) as bar:
+            yield bar.update
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def save(
+        self,
+        state: Any,
+        message: str = "",
+        *,
+        step: int | None = None,
+        metrics: dict[str, float | int] | None = None,
+        branch: str = refs.DEFAULT_BRANCH,
+    ) -> str:
+        """Save a state as a new checkpoint on ``branch``; return its 64-hex id.
+
+        The state is a tree of dicts, lists, tuples, scalars and arrays
+        (DESIGN.md); anything else raises UnsupportedTypeError before anything
+        is written.  Chunks the store already holds are not written again.
+        """
+        refs.validate_name(branch)
+        clean_metrics = validate_inputs(message, step, metrics)
+        flat = tree.flatten(state)
+        total = sum(len(arr.data) for _, arr in flat.leaves)
+        with self._progress(total, "save") as progress:
+            info = self._writer.save(
+                flat,
+                branch=branch,
+                message=message,
+                step=step,
+                metrics=clean_metrics,
+                progress=progress,
+            )
+        return info.id
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> str:
+        """The full checkpoint id of a ref expression (branch, tag, id, prefix, ``~N``)."""
+        with read_transaction(self.engine) as conn:
+            return refs.resolve(conn, ref)
+
+    def load(self, ref: str = refs.DEFAULT_BRANCH) -> Any:
+        """Restore a whole state, bit-exact and verified against its hashes."""
+        checkpoint_id = self.resolve(ref)
+        with self._progress(self.info(checkpoint_id).logical_bytes, "load") as progress:
+            return self._reader.load(checkpoint_id, progress)
+
+    def load_tensor(self, ref: str, key_path: str) -> Any:
+        """Restore one array entry without decoding the others."""
+        return self._reader.load_entry(self.resolve(ref), key_path)
+
+    def info(self, ref: str) -> CheckpointInfo:
+        checkpoint_id = self.resolve(ref)
+        with read_transaction(self.engine) as conn:
+            found = queries.get_checkpoint(conn, checkpoint_id)
+        if found is None:  # resolve() just saw it: only a concurrent gc could get here
+            raise RefNotFoundError(ref)
+        return found
+
+    def entries(self, ref: str) -> list[EntryInfo]:
+        """The array entries of a checkpoint, in save order."""
+        checkpoint_id = self.resolve(ref)
+        with read_transaction(self.engine) as conn:
+            return queries.entries_of(conn, checkpoint_id)
+
+    def log(self, ref: str = refs.DEFAULT_BRANCH, limit: int | None = None) -> Iterator[CheckpointInfo]:
+        """Checkpoints from ``ref`` back along its parents, newest first.
+
+        An empty store (or a branch with no checkpoints yet) yields nothing.
+        """
+        try:
+            checkpoint_id: str | None = self.resolve(ref)
+        except RefNotFoundError:
+            if ref == refs.DEFAULT_BRANCH:
+                return
+            raise
+        count = 0
+        with read_transaction(self.engine) as conn:
+            while checkpoint_id is not None and (limit is None or count < limit):
+                found = queries.get_checkpoint(conn, checkpoint_id)
+                if found is None:
+                    raise CorruptObjectError(checkpoint_id, "parent missing from the catalog")
+                yield found
+                count += 1
+                checkpoint_id = found.parent
+
+    def refs(self) -> dict[str, tuple[str, str]]:
+        """name -> (kind, checkpoint id) for every branch and tag."""
+        with read_transaction(self.engine) as conn:
+            return {name: (kind, cid) for name, kind, cid in queries.list_refs(conn)}
+
+    def stats(self) -> StoreStats:
+        """Logical and stored bytes of the whole store, and per checkpoint."""
+        with read_transaction(self.engine) as conn:
+            checkpoints = queries.all_checkpoints(conn)
+            object_count, stored = queries.object_totals(conn)
+        return StoreStats(
+            checkpoint_count=len(checkpoints),
+            object_count=object_count,
+            logical_bytes=sum(c.logical_bytes for c in checkpoints),
+            stored_bytes=stored,
+            checkpoints=checkpoints,
+        )

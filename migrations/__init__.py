@@ -1,0 +1,1 @@
+"""Alembic revisions of the catalog schema (shipped as ``deltastore.migrations``)."""
