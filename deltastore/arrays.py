@@ -85,7 +85,7 @@ def _numpy_to_bytes(value: np.ndarray[Any, Any] | np.generic, key_path: str) -> 
         dtype=arr.dtype.str,
         shape=tuple(int(n) for n in arr.shape),
         element_size=arr.dtype.itemsize,
-        data=memoryview(flat.view(np.uint8)),
+        data=flat.view(np.uint8).data,
     )
 
 
@@ -123,7 +123,7 @@ def _torch_to_bytes(t: Any, key_path: str) -> ArrayBytes:
         dtype=str(dense.dtype).removeprefix("torch."),
         shape=tuple(int(n) for n in dense.shape),
         element_size=element_size,
-        data=memoryview(flat.numpy()),
+        data=flat.numpy().data,
         requires_grad=requires_grad,
     )
 
@@ -139,19 +139,19 @@ def allocate(kind: str, dtype: str, shape: tuple[int, ...]) -> tuple[Any, memory
         np_dtype = np.dtype(dtype)
         little = np_dtype.newbyteorder("<") if np_dtype.byteorder == ">" else np_dtype
         arr = np.empty(shape, dtype=little)
-        return arr, memoryview(arr.reshape(-1).view(np.uint8))
+        return arr, arr.reshape(-1).view(np.uint8).data
     import torch
 
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise UnsupportedTypeError("", f"torch.{dtype}", "this torch has no such dtype")
     tensor = torch.empty(shape, dtype=torch_dtype)
-    return tensor, memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+    return tensor, tensor.reshape(-1).view(torch.uint8).numpy().data
 
 
 def finish(kind: str, dtype: str, array: Any, requires_grad: bool = False) -> Any:
     """Turn a filled array from :func:`allocate` into the value the user saved."""
-    if kind == KIND_NUMPY or kind == KIND_NUMPY_SCALAR:
+    if kind in (KIND_NUMPY, KIND_NUMPY_SCALAR):
         np_dtype = np.dtype(dtype)
         if np_dtype.byteorder == ">":
             array = array.astype(np_dtype)

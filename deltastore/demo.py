@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.store, ignore_errors=True)
     store = deltastore.open(args.store, create=True)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"training a {n_params / 1e6:.1f} M-parameter byte-level model for {args.steps} steps, "
-          f"checkpointing every {args.every} into {args.store}")
+    print(
+        f"training a {n_params / 1e6:.1f} M-parameter byte-level model for {args.steps} steps, "
+        f"checkpointing every {args.every} into {args.store}"
+    )
     torch_bytes = 0
     save_seconds = 0.0
     first_state: dict[str, Any] | None = None
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         window = torch.stack([data[s : s + 33] for s in starts.tolist()])
         loss = torch.nn.functional.cross_entropy(model(window[:, :32]), window[:, 32])
         opt.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         if step % args.every == 0:
             state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": step}
@@ -115,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n$ deltastore log")
     rows = [
-        [c.short_id, str(c.step), f"{c.metrics['loss']:.3f}", human_bytes(c.logical_bytes),
-         human_bytes(c.stored_bytes)]
+        [
+            c.short_id,
+            str(c.step),
+            f"{c.metrics['loss']:.3f}",
+            human_bytes(c.logical_bytes),
+            human_bytes(c.stored_bytes),
+        ]
         for c in store.log()
     ]
     print_table(["id", "step", "loss", "logical", "stored"], rows, {1, 2, 3, 4})
@@ -127,37 +134,44 @@ def main(argv: list[str] | None = None) -> int:
         ["", "bytes", "vs torch.save"],
         [
             ["torch.save files", human_bytes(torch_bytes), "1.000"],
-            ["deltastore", human_bytes(stats.stored_bytes), f"{stats.stored_bytes / torch_bytes:.3f}"],
+            [
+                "deltastore",
+                human_bytes(stats.stored_bytes),
+                f"{stats.stored_bytes / torch_bytes:.3f}",
+            ],
         ],
         {1, 2},
     )
-    print(f"{stats.checkpoint_count} checkpoints, {save_seconds / max(stats.checkpoint_count, 1) * 1000:.0f} ms "
-          "per save")
+    per_save_ms = save_seconds / max(stats.checkpoint_count, 1) * 1000
+    print(f"{stats.checkpoint_count} checkpoints, {per_save_ms:.0f} ms per save")
 
     oldest = list(store.log())[-1]
     restored = store.load(oldest.id)
     assert first_state is not None
     same = _bits_equal(restored, first_state)
-    print(f"\nrestored the oldest checkpoint ({oldest.short_id}, step {oldest.step}): "
-          f"{'bit-exact' if same else 'MISMATCH'}")
+    print(
+        f"\nrestored the oldest checkpoint ({oldest.short_id}, step {oldest.step}): "
+        f"{'bit-exact' if same else 'MISMATCH'}"
+    )
     store.close()
     return 0 if same else 1
 
 
 def _bits_equal(a: Any, b: Any) -> bool:
+    """Same structure, types, dtypes, shapes and bits (NaN payloads included)."""
     import torch
 
     if isinstance(a, torch.Tensor):
         return (
             isinstance(b, torch.Tensor)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and bool(torch.equal(a.view(torch.uint8) if a.dtype == torch.bool else a, b))
-            and a.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-            == b.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            and (a.dtype, a.shape) == (b.dtype, b.shape)
+            and bytes(a.contiguous().reshape(-1).view(torch.uint8).numpy())
+            == bytes(b.contiguous().reshape(-1).view(torch.uint8).numpy())
         )
     if isinstance(a, dict):
-        return isinstance(b, dict) and list(a) == list(b) and all(_bits_equal(a[k], b[k]) for k in a)
+        return (
+            isinstance(b, dict) and list(a) == list(b) and all(_bits_equal(a[k], b[k]) for k in a)
+        )
     if isinstance(a, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(map(_bits_equal, a, b))
     return type(a) is type(b) and a == b

@@ -93,7 +93,7 @@ class CheckpointReader:
                 future.cancel()
         return [
             arrays.finish(e.kind, e.dtype, a, e.requires_grad)
-            for e, a in zip(entries, results)
+            for e, a in zip(entries, results, strict=True)
         ]
 
     def load(self, checkpoint_id: str, progress: Progress | None = None) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +117,7 @@ class CheckpointWriter:
         with read_transaction(self.engine) as conn:
             known = queries.known_object_ids(conn, set(ids))
         todo: dict[str, _Chunk] = {}
-        for chunk, object_id in zip(chunks, ids):
+        for chunk, object_id in zip(chunks, ids, strict=True):
             if object_id in known:
                 if progress:
                     progress(len(chunk.data))
@@ -130,7 +131,7 @@ class CheckpointWriter:
             if progress:
                 progress(new.raw_bytes)
         per_entry: list[list[str]] = [[] for _ in leaves]
-        for chunk, object_id in zip(chunks, ids):
+        for chunk, object_id in zip(chunks, ids, strict=True):
             per_entry[chunk.entry].append(object_id)
         return per_entry, new_objects
 
@@ -149,7 +150,14 @@ class CheckpointWriter:
         with read_transaction(self.engine) as conn:
             head = queries.get_ref(conn, branch)
         parent = head[1] if head else None
-        chunk_ids, new_objects = self.write_chunks(flat.leaves, progress)
+        try:
+            chunk_ids, new_objects = self.write_chunks(flat.leaves, progress)
+        except BaseException:
+            # Let the writes already started finish (or fail) now, so that their
+            # errors do not surface in a later, unrelated save.
+            with suppress(Exception):
+                self.objects.flush()
+            raise
         entries = tuple(
             ManifestEntry(
                 key_path=path,
@@ -162,7 +170,7 @@ class CheckpointWriter:
                 chunks=tuple(ids),
                 requires_grad=arr.requires_grad,
             )
-            for (path, arr), ids in zip(flat.leaves, chunk_ids)
+            for (path, arr), ids in zip(flat.leaves, chunk_ids, strict=True)
         )
         chunk_bytes = sum(o.stored_bytes for o in new_objects)
         for _attempt in range(MAX_COMMIT_ATTEMPTS):

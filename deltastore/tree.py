@@ -103,7 +103,9 @@ class _Flattener:
                 self.active.discard(id(value))
         if arrays.is_array(value):
             if path in self.paths:
-                raise UnsupportedTypeError(path, kind.__qualname__, "two leaves share this key path")
+                raise UnsupportedTypeError(
+                    path, kind.__qualname__, "two leaves share this key path"
+                )
             self.paths.add(path)
             self.leaves.append((path, arrays.to_bytes(value, path)))
             return {"array": len(self.leaves) - 1}

@@ -43,12 +43,12 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
     elif isinstance(a, (dict, OrderedDict)):
         assert list(a.keys()) == list(b.keys()), path
-        for (k, va), vb in zip(a.items(), b.values()):
+        for (k, va), vb in zip(a.items(), b.values(), strict=True):
             assert_same(va, vb, f"{path}/{k}")
         assert [type(k) for k in a] == [type(k) for k in b], path
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), path
-        for i, (va, vb) in enumerate(zip(a, b)):
+        for i, (va, vb) in enumerate(zip(a, b, strict=True)):
             assert_same(va, vb, f"{path}/{i}")
     elif isinstance(a, float):
         assert struct.pack("<d", a) == struct.pack("<d", b) or (

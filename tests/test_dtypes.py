@@ -47,7 +47,9 @@ def random_tensor(dtype: torch.dtype, shape: tuple[int, ...], seed: int = 0) -> 
 
 @pytest.mark.parametrize("dtype", TORCH_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (5,), (7, 13), (300, 1000)], ids=str)
-def test_torch_dtype_round_trip(store: deltastore.Store, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+def test_torch_dtype_round_trip(
+    store: deltastore.Store, dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
     t = random_tensor(dtype, shape)
     cid = store.save({"t": t})
     back = store.load(cid)["t"]
@@ -82,7 +84,25 @@ def test_parameters_keep_their_type_and_requires_grad(store: deltastore.Store) -
 
 @pytest.mark.parametrize(
     "dtype",
-    ["?", "u1", "i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8", "<c8", "<c16", ">f4", ">i8", ">c16"],
+    [
+        "?",
+        "u1",
+        "i1",
+        "<u2",
+        "<i2",
+        "<u4",
+        "<i4",
+        "<u8",
+        "<i8",
+        "<f2",
+        "<f4",
+        "<f8",
+        "<c8",
+        "<c16",
+        ">f4",
+        ">i8",
+        ">c16",
+    ],
 )
 def test_numpy_dtype_round_trip(store: deltastore.Store, dtype: str) -> None:
     rng = np.random.default_rng(1)
@@ -94,11 +114,18 @@ def test_numpy_dtype_round_trip(store: deltastore.Store, dtype: str) -> None:
     for key, value in state.items():
         assert back[key].dtype == value.dtype, key
         assert back[key].shape == value.shape, key
-        assert np.ascontiguousarray(back[key]).tobytes() == np.ascontiguousarray(value).tobytes(), key
+        assert np.ascontiguousarray(back[key]).tobytes() == np.ascontiguousarray(value).tobytes(), (
+            key
+        )
 
 
 def test_numpy_scalars_stay_scalars(store: deltastore.Store) -> None:
-    state = {"f": np.float32(1.5), "i": np.int64(-3), "b": np.bool_(True), "c": np.complex128(1 + 2j)}
+    state = {
+        "f": np.float32(1.5),
+        "i": np.int64(-3),
+        "b": np.bool_(True),
+        "c": np.complex128(1 + 2j),
+    }
     assert_same(store.load(store.save(state)), state)
 
 

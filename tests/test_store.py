@@ -61,7 +61,7 @@ def test_load_tensor_reads_one_entry(store: deltastore.Store) -> None:
 def test_load_tensor_decodes_only_that_entry(store: deltastore.Store) -> None:
     """Deleting another entry's object must not disturb loading this one."""
     store.save({"a": torch.arange(10.0), "b": torch.ones(7)})
-    chunks = {p: ids for p, ids in _chunk_ids(store, "main").items()}
+    chunks = _chunk_ids(store, "main")
     store.objects.delete(chunks["b"][0])
     assert torch.equal(store.load_tensor("main", "a"), torch.arange(10.0))
     with pytest.raises(deltastore.CorruptObjectError):
@@ -78,7 +78,12 @@ def _chunk_ids(store: deltastore.Store, ref: str) -> dict[str, list[str]]:
 
 def test_log_newest_first_with_metadata(store: deltastore.Store) -> None:
     ids = [
-        store.save({"w": trained_like((16, 16), seed=i)}, f"step {i}", step=i, metrics={"loss": 1.0 / (i + 1)})
+        store.save(
+            {"w": trained_like((16, 16), seed=i)},
+            f"step {i}",
+            step=i,
+            metrics={"loss": 1.0 / (i + 1)},
+        )
         for i in range(4)
     ]
     log = list(store.log())
@@ -101,7 +106,9 @@ def test_ref_expressions(store: deltastore.Store) -> None:
     assert store.resolve(ids[1][:6]) == ids[1]
     with pytest.raises(deltastore.RefNotFoundError, match="history has only 4 checkpoint"):
         store.resolve("main~4")
-    with pytest.raises(deltastore.RefNotFoundError, match="no branch, tag or checkpoint id matches"):
+    with pytest.raises(
+        deltastore.RefNotFoundError, match="no branch, tag or checkpoint id matches"
+    ):
         store.resolve("nosuchbranch")
     with pytest.raises(deltastore.RefNotFoundError, match="at least 6 hex digits"):
         store.resolve(ids[0][:4])
@@ -123,7 +130,9 @@ def test_ambiguous_prefix(store: deltastore.Store) -> None:
             ),
             {"twin": twin, "id": real},
         )
-    with pytest.raises(deltastore.AmbiguousRefError, match="prefix is ambiguous \\(2 matches") as info:
+    with pytest.raises(
+        deltastore.AmbiguousRefError, match="prefix is ambiguous \\(2 matches"
+    ) as info:
         store.resolve(real[:6])
     assert isinstance(info.value, KeyError)
     assert sorted(info.value.candidates) == sorted([real, twin])
@@ -185,7 +194,9 @@ def test_step_and_metrics_validation(store: deltastore.Store) -> None:
         store.save({}, step=True)  # type: ignore[arg-type]
     with pytest.raises(deltastore.UnsupportedTypeError, match="a metric is an int or a float"):
         store.save({}, metrics={"loss": "low"})  # type: ignore[dict-item]
-    cid = store.save({}, metrics={"loss": torch.tensor(0.5), "nan": float("nan"), "acc": np.float64(0.25)})  # type: ignore[dict-item]
+    cid = store.save(
+        {}, metrics={"loss": torch.tensor(0.5), "nan": float("nan"), "acc": np.float64(0.25)}
+    )  # type: ignore[dict-item]
     metrics = store.info(cid).metrics
     assert metrics["loss"] == 0.5 and metrics["acc"] == 0.25 and metrics["nan"] != metrics["nan"]
 

@@ -62,7 +62,9 @@ def test_structure_round_trip_without_arrays(state: Any) -> None:
     assert_same(tree.unflatten(json.loads(text), []), state)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(state=trees(st.one_of(scalars, small_arrays)))
 def test_store_round_trip_of_random_trees(store: deltastore.Store, state: Any) -> None:
     try:
@@ -74,7 +76,15 @@ def test_store_round_trip_of_random_trees(store: deltastore.Store, state: Any) -
 
 
 def test_special_floats_keep_their_bits() -> None:
-    weird = [0.0, -0.0, math.inf, -math.inf, math.nan, struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\xff")[0], 5e-324]
+    weird = [
+        0.0,
+        -0.0,
+        math.inf,
+        -math.inf,
+        math.nan,
+        struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\xff")[0],
+        5e-324,
+    ]
     back = tree.unflatten(tree.flatten(weird).structure, [])
     assert [struct.pack("<d", x) for x in back] == [struct.pack("<d", x) for x in weird]
 

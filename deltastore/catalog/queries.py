@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from deltastore.catalog.models import (
@@ -26,12 +26,12 @@ from deltastore.catalog.models import (
 )
 from deltastore.info import CheckpointInfo, EntryInfo, datetime_from_us
 
-_checkpoints = CheckpointRow.__table__
-_entries = EntryRow.__table__
-_entry_chunks = EntryChunkRow.__table__
-_objects = ObjectRow.__table__
-_refs = RefRow.__table__
-_meta = StoreMeta.__table__
+_checkpoints = cast(Table, CheckpointRow.__table__)
+_entries = cast(Table, EntryRow.__table__)
+_entry_chunks = cast(Table, EntryChunkRow.__table__)
+_objects = cast(Table, ObjectRow.__table__)
+_refs = cast(Table, RefRow.__table__)
+_meta = cast(Table, StoreMeta.__table__)
 
 # SQLite's limit on bound parameters is 32766 (older builds 999); stay below both.
 _BATCH = 900
@@ -74,6 +74,7 @@ def _insert_ignore(conn: Connection, table: Any, rows: Sequence[dict[str, Any]])
     if not rows:
         return
     dialect = conn.dialect.name
+    stmt: Any
     if dialect == "sqlite":
         stmt = sqlite.insert(table).on_conflict_do_nothing()
     elif dialect == "postgresql":
@@ -156,9 +157,7 @@ def ids_with_prefix(conn: Connection, prefix: str, limit: int = 10) -> list[str]
 def all_checkpoints(conn: Connection) -> list[CheckpointInfo]:
     """Every checkpoint, newest first."""
     rows = conn.execute(
-        select(_checkpoints).order_by(
-            _checkpoints.c.created_at_us.desc(), _checkpoints.c.id.desc()
-        )
+        select(_checkpoints).order_by(_checkpoints.c.created_at_us.desc(), _checkpoints.c.id.desc())
     )
     return [_info(r) for r in rows]
 
@@ -200,8 +199,8 @@ def insert_checkpoint(
             stored_bytes=info.stored_bytes,
         )
     )
-    entry_rows = []
-    chunk_rows = []
+    entry_rows: list[dict[str, Any]] = []
+    chunk_rows: list[dict[str, Any]] = []
     for idx, entry in enumerate(entries):
         entry_rows.append(
             {

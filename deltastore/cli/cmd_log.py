@@ -44,5 +44,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         for c in history
     ]
-    print_table(["id", "created (UTC)", "step", "logical", "stored", "message", "metrics"], rows, {2, 3, 4})
+    print_table(
+        ["id", "created (UTC)", "step", "logical", "stored", "message", "metrics"], rows, {2, 3, 4}
+    )
     return 0

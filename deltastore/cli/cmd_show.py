@@ -39,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"step       {info.step}")
     if info.metrics:
         print(f"metrics    {format_metrics(info.metrics)}")
-    print(f"size       {human_bytes(info.logical_bytes)} logical, "
-          f"{human_bytes(info.stored_bytes)} newly stored")
+    print(
+        f"size       {human_bytes(info.logical_bytes)} logical, "
+        f"{human_bytes(info.stored_bytes)} newly stored"
+    )
     if info.message:
         print(f"\n    {info.message}\n")
     rows = [

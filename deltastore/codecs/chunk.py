@@ -22,7 +22,7 @@ import lz4.block
 import numpy as np
 import zstandard
 
-from deltastore import _native
+import deltastore._native as _native
 from deltastore.codecs.header import (
     Header,
     Kind,

@@ -23,7 +23,8 @@ class ObjectStore(ABC):
     def put_if_absent(self, object_id: str, data: bytes) -> int:
         """Store ``data`` under ``object_id`` unless it exists; return bytes written (0 if it did).
 
-        After :meth:`flush` returns, every object put before it is durable.
+        The write may complete in the background: only after :meth:`flush`
+        returns is every object put before it durable and readable.
         """
 
     @abstractmethod
@@ -44,4 +45,10 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def flush(self) -> None:
-        """Make every object put so far durable (the write-order barrier before a commit)."""
+        """Make every object put so far durable and visible (the barrier before a commit).
+
+        Raises the first error any pending write met.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release background resources."""

