@@ -23,7 +23,9 @@ def chunks(draw: st.DrawFn) -> tuple[int, bytes, bytes | None]:
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     src = rng.integers(0, 256, n * width, dtype=np.uint8).tobytes()
-    base = rng.integers(0, 256, n * width, dtype=np.uint8).tobytes() if draw(st.booleans()) else None
+    base = (
+        rng.integers(0, 256, n * width, dtype=np.uint8).tobytes() if draw(st.booleans()) else None
+    )
     return width, src, base
 
 
