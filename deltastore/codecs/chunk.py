@@ -22,7 +22,7 @@ import lz4.block
 import numpy as np
 import zstandard
 
-import deltastore._native as _native
+from deltastore._native import merge_planes, split_planes
 from deltastore.codecs.header import (
     Header,
     Kind,
@@ -110,7 +110,7 @@ def encode(
         planes = [raw]
     else:
         split = _state.scratch_view(len(raw))
-        _native.split_planes(raw, split, element_width, base)
+        split_planes(raw, split, element_width, base)
         n = len(raw) // element_width
         planes = [split[p * n : (p + 1) * n] for p in range(element_width)]
     records: list[PlaneRecord] = []
@@ -189,7 +189,7 @@ def decode_into(
         else:
             out[:] = planes[0]
     else:
-        _native.merge_planes(planes, out, header.element_width, base)
+        merge_planes(planes, out, header.element_width, base)
     if verify and digest(out).hex() != object_id:
         raise CorruptObjectError(object_id, "decoded bytes do not hash to the object's id")
     return header
