@@ -20,6 +20,9 @@ from deltastore.manifest import Manifest, ManifestEntry
 from deltastore.objects import ObjectStore
 
 Progress = Callable[[int], None]
+#: Longest delta chain a reader follows: writers stay far below it (delta.MAX_DEPTH);
+#: it stops a malicious or corrupt chain from recursing without end.
+MAX_CHAIN = 64
 
 
 def read_manifest(objects: ObjectStore, checkpoint_id: str) -> Manifest:
@@ -38,12 +41,30 @@ class CheckpointReader:
         self.objects = objects
         self.pool = pool
 
+    def decode_chunk_into(self, object_id: str, out: memoryview, depth: int = 0) -> None:
+        """Decode a chunk into ``out``, decoding its delta bases first (verified at each step)."""
+        obj = self.objects.get(object_id)
+        header = codecs.read_header(obj, object_id)
+        base = None
+        if header.base_id is not None:
+            if depth >= MAX_CHAIN:
+                raise CorruptObjectError(object_id, f"delta chain deeper than {MAX_CHAIN}")
+            base = bytearray(header.raw_length)
+            self.decode_chunk_into(header.base_id.hex(), memoryview(base), depth + 1)
+        codecs.decode_into(obj, object_id, out, base=base)
+
+    def read_chunk(self, object_id: str) -> bytes:
+        """A chunk's verified raw bytes (the writer's source of delta bases after a restart)."""
+        header = codecs.read_header(self.objects.get(object_id), object_id)
+        out = bytearray(header.raw_length)
+        self.decode_chunk_into(object_id, memoryview(out))
+        return bytes(out)
+
     def _decode_chunk(
         self, checkpoint_id: str, entry: ManifestEntry, index: int, out: memoryview
     ) -> int:
-        object_id = entry.chunks[index]
         try:
-            codecs.decode_into(self.objects.get(object_id), object_id, out)
+            self.decode_chunk_into(entry.chunks[index], out)
         except CorruptObjectError as exc:
             raise exc.located(checkpoint_id, entry.key_path, index) from None
         return len(out)

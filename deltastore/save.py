@@ -27,6 +27,7 @@ from deltastore.arrays import ArrayBytes
 from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction, write_transaction
 from deltastore.chunking import chunk_bounds, plane_width
+from deltastore.delta import Base, RecentChunks, delta_eligible, plan_bases
 from deltastore.errors import ConcurrentUpdateError, UnsupportedTypeError
 from deltastore.ids import digest
 from deltastore.info import CheckpointInfo, datetime_from_us
@@ -46,6 +47,16 @@ class _Chunk:
     index: int
     data: memoryview
     width: int
+    keep: bool  # keep a copy as the next save's delta base
+
+
+@dataclass
+class _Written:
+    """What write_chunks did: chunk ids per entry, objects added, bases for the next save."""
+
+    chunk_ids: list[list[str]]
+    new_objects: list[queries.NewObject]
+    recent: dict[str, bytes]
 
 
 def validate_inputs(message: str, step: int | None, metrics: Any) -> dict[str, float | int]:
@@ -83,15 +94,20 @@ class CheckpointWriter:
         engine: Engine,
         objects: ObjectStore,
         pool: Executor,
+        load_chunk: Callable[[str], bytes],
         *,
         chunk_size: int,
         codec: str,
+        delta: bool = True,
     ) -> None:
         self.engine = engine
         self.objects = objects
         self.pool = pool
+        self.load_chunk = load_chunk  # verified raw bytes of a stored chunk (a delta base)
         self.chunk_size = chunk_size
         self.codec = codec
+        self.delta = delta
+        self.recent = RecentChunks()
 
     # -- chunks ---------------------------------------------------------------------------------
 
@@ -99,23 +115,99 @@ class CheckpointWriter:
         chunks = []
         for i, (_, arr) in enumerate(leaves):
             width = plane_width(arr.dtype, arr.element_size)
+            keep = self.delta and delta_eligible(arr)
             for n, (start, stop) in enumerate(chunk_bounds(len(arr.data), self.chunk_size)):
-                chunks.append(_Chunk(i, n, arr.data[start:stop], width))
+                chunks.append(_Chunk(i, n, arr.data[start:stop], width, keep))
         return chunks
 
-    def _encode_and_put(self, chunk: _Chunk, object_id: str) -> queries.NewObject:
-        encoded = codecs.encode(chunk.data, chunk.width, codec=self.codec)
+    @staticmethod
+    def _hash(chunk: _Chunk) -> tuple[str, bytes | None]:
+        # The copy is taken now, while the caller's tensors are guaranteed unchanged.
+        return digest(chunk.data).hex(), bytes(chunk.data) if chunk.keep else None
+
+    def _encode(
+        self, chunk: _Chunk, base: Base | None, recent: dict[str, bytes]
+    ) -> tuple[bytes, Base | None]:
+        if base is None:
+            return codecs.encode(chunk.data, chunk.width, codec=self.codec), None
+        base_bytes = recent.get(base.id)
+        if base_bytes is None:
+            base_bytes = self.load_chunk(base.id)
+        encoded = codecs.encode(
+            chunk.data,
+            chunk.width,
+            codec=self.codec,
+            base=base_bytes,
+            base_id=bytes.fromhex(base.id),
+        )
+        return encoded, base
+
+    def _put(
+        self, chunk: _Chunk, object_id: str, encoded: bytes, base: Base | None
+    ) -> queries.NewObject:
         self.objects.put_if_absent(object_id, encoded)
-        return queries.NewObject(object_id, codecs.Kind.CHUNK, len(chunk.data), len(encoded), None)
+        return queries.NewObject(
+            object_id,
+            codecs.Kind.CHUNK,
+            len(chunk.data),
+            len(encoded),
+            base.id if base else None,
+            base.depth + 1 if base else 0,
+        )
+
+    def _store_chunk(
+        self, chunk: _Chunk, object_id: str, base: Base | None, recent: dict[str, bytes]
+    ) -> queries.NewObject:
+        encoded, used = self._encode(chunk, base, recent)
+        return self._put(chunk, object_id, encoded, used)
+
+    def _store_choosing(
+        self, chunk: _Chunk, object_id: str, base: Base, recent: dict[str, bytes]
+    ) -> tuple[queries.NewObject, bool]:
+        """Encode with and without the base, keep the smaller; say whether the delta won.
+
+        XOR helps where values drift slowly (weights, Adam's second moment) and
+        hurts where they do not (Adam's first moment): one chunk decides for its entry.
+        """
+        delta, _ = self._encode(chunk, base, recent)
+        full, _ = self._encode(chunk, None, recent)
+        if len(delta) < len(full):
+            return self._put(chunk, object_id, delta, base), True
+        return self._put(chunk, object_id, full, None), False
+
+    def _plan(
+        self, leaves: Sequence[tuple[str, ArrayBytes]], chunks: list[_Chunk], parent: str | None
+    ) -> list[list[Base | None]]:
+        counts = [0] * len(leaves)
+        for chunk in chunks:
+            counts[chunk.entry] += 1
+        if not self.delta or parent is None:
+            return [[None] * n for n in counts]
+        with read_transaction(self.engine) as conn:
+            before = queries.entry_chunks_of(conn, parent)
+            depths = queries.object_depths(
+                conn, {cid for entry in before.values() for cid in entry.chunk_ids}
+            )
+        return plan_bases(leaves, counts, before, depths)
 
     def write_chunks(
-        self, leaves: Sequence[tuple[str, ArrayBytes]], progress: Progress | None
-    ) -> tuple[list[list[str]], list[queries.NewObject]]:
-        """Store every chunk the store lacks; return chunk ids per entry and the new objects."""
+        self,
+        leaves: Sequence[tuple[str, ArrayBytes]],
+        branch: str,
+        parent: str | None,
+        progress: Progress | None,
+    ) -> _Written:
+        """Store every chunk the store lacks, as a delta where that pays."""
         chunks = self._cut(leaves)
-        ids = [d.hex() for d in self.pool.map(lambda c: digest(c.data), chunks)]
+        hashed = list(self.pool.map(self._hash, chunks))
+        ids = [object_id for object_id, _ in hashed]
+        recent_next = {object_id: copy for object_id, copy in hashed if copy is not None}
+        del hashed
         with read_transaction(self.engine) as conn:
-            known = queries.known_object_ids(conn, set(ids))
+            known = set(queries.object_depths(conn, set(ids)))
+        plan = self._plan(leaves, chunks, parent)
+        recent = self.recent.for_parent(branch, parent)
+
         todo: dict[str, _Chunk] = {}
         for chunk, object_id in zip(chunks, ids, strict=True):
             if object_id in known:
@@ -123,9 +215,37 @@ class CheckpointWriter:
                     progress(len(chunk.data))
             else:
                 todo.setdefault(object_id, chunk)
-        new_objects = []
-        futures = [self.pool.submit(self._encode_and_put, c, i) for i, c in todo.items()]
-        for future in futures:
+        # Wave 1: the first new chunk of each entry that has a base decides delta or full.
+        deciders: dict[int, tuple[str, _Chunk, Base]] = {}
+        for object_id, chunk in todo.items():
+            base = plan[chunk.entry][chunk.index]
+            if base is not None and chunk.entry not in deciders:
+                deciders[chunk.entry] = (object_id, chunk, base)
+        choices = {
+            entry: self.pool.submit(self._store_choosing, c, i, base, recent)
+            for entry, (i, c, base) in deciders.items()
+        }
+        new_objects: list[queries.NewObject] = []
+        use_delta: dict[int, bool] = {}
+        for entry, choice in choices.items():
+            new, use_delta[entry] = choice.result()
+            new_objects.append(new)
+            if progress:
+                progress(new.raw_bytes)
+        # Wave 2: everything else, following its entry's decision.
+        decided = {object_id for object_id, _, _ in deciders.values()}
+        rest = [
+            self.pool.submit(
+                self._store_chunk,
+                c,
+                i,
+                plan[c.entry][c.index] if use_delta.get(c.entry) else None,
+                recent,
+            )
+            for i, c in todo.items()
+            if i not in decided
+        ]
+        for future in rest:
             new = future.result()
             new_objects.append(new)
             if progress:
@@ -133,7 +253,7 @@ class CheckpointWriter:
         per_entry: list[list[str]] = [[] for _ in leaves]
         for chunk, object_id in zip(chunks, ids, strict=True):
             per_entry[chunk.entry].append(object_id)
-        return per_entry, new_objects
+        return _Written(per_entry, new_objects, recent_next)
 
     # -- the checkpoint -------------------------------------------------------------------------
 
@@ -151,7 +271,7 @@ class CheckpointWriter:
             head = queries.get_ref(conn, branch)
         parent = head[1] if head else None
         try:
-            chunk_ids, new_objects = self.write_chunks(flat.leaves, progress)
+            written = self.write_chunks(flat.leaves, branch, parent, progress)
         except BaseException:
             # Let the writes already started finish (or fail) now, so that their
             # errors do not surface in a later, unrelated save.
@@ -170,9 +290,9 @@ class CheckpointWriter:
                 chunks=tuple(ids),
                 requires_grad=arr.requires_grad,
             )
-            for (path, arr), ids in zip(flat.leaves, chunk_ids, strict=True)
+            for (path, arr), ids in zip(flat.leaves, written.chunk_ids, strict=True)
         )
-        chunk_bytes = sum(o.stored_bytes for o in new_objects)
+        chunk_bytes = sum(o.stored_bytes for o in written.new_objects)
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
             manifest = Manifest(
                 parent=parent,
@@ -215,10 +335,12 @@ class CheckpointWriter:
                             info,
                             manifest.created_at_us,
                             _manifest_entries(entries),
-                            [*new_objects, manifest_object],
+                            [*written.new_objects, manifest_object],
                         )
                     queries.set_ref(conn, branch, BRANCH, checkpoint_id, manifest.created_at_us)
-                    return info
+            if current_id == parent:
+                self.recent.remember(branch, checkpoint_id, written.recent)
+                return info
             # Another process moved the branch: our chunks stand, re-parent the manifest.
             parent = current_id
         raise ConcurrentUpdateError(branch, MAX_COMMIT_ATTEMPTS)

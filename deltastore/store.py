@@ -40,6 +40,7 @@ def open(
     codec: str = codecs.DEFAULT_CODEC,
     progress: bool | None = None,
     durable: bool = True,
+    delta: bool = True,
 ) -> Store:
     """Open the store at ``path``; with ``create=True`` make it first if it does not exist.
 
@@ -51,6 +52,8 @@ def open(
     loss may make the newest checkpoints unreadable (restore detects it by
     hash; it never returns wrong bytes).  fsync costs the disk's write
     bandwidth, which torch.save does not pay.
+    ``delta=False`` stores every changed chunk in full (no XOR against the
+    parent, and no copy of the last saved state kept in memory).
     """
     root = Path(path)
     if create and not layout.is_store(root):
@@ -60,6 +63,7 @@ def open(
         codec=codec,
         progress=progress,
         objects=LocalObjectStore(root / layout.OBJECTS_DIR, durable=durable),
+        delta=delta,
     )
 
 
@@ -95,6 +99,7 @@ class Store:
         progress: bool | None = None,
         objects: ObjectStore | None = None,
         catalog_url: str | None = None,
+        delta: bool = True,
     ) -> None:
         layout.check_format(root)
         if codec not in codecs.CODECS:
@@ -117,7 +122,13 @@ class Store:
         )
         self._reader = CheckpointReader(self.objects, self._pool)
         self._writer = CheckpointWriter(
-            self.engine, self.objects, self._pool, chunk_size=self.chunk_size, codec=codec
+            self.engine,
+            self.objects,
+            self._pool,
+            self._reader.read_chunk,
+            chunk_size=self.chunk_size,
+            codec=codec,
+            delta=delta,
         )
 
     def _ensure_schema(self) -> None:

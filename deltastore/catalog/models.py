@@ -41,6 +41,8 @@ class ObjectRow(Base):
     stored_bytes: Mapped[int] = mapped_column(BigInteger)
     # The chunk a delta decodes against: gc keeps it while this object is kept.
     base_id: Mapped[str | None] = mapped_column(ID, index=True)
+    # Decodes needed before this one: 0 for a full object, base's depth + 1 for a delta.
+    depth: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at_us: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -43,7 +43,8 @@ class NewObject:
     kind: int
     raw_bytes: int
     stored_bytes: int
-    base_id: str | None
+    base_id: str | None = None
+    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ def insert_checkpoint(
                 "raw_bytes": o.raw_bytes,
                 "stored_bytes": o.stored_bytes,
                 "base_id": o.base_id,
+                "depth": o.depth,
                 "created_at_us": created_at_us,
             }
             for o in objects
@@ -260,13 +262,34 @@ def chunk_ids_of(conn: Connection, checkpoint_id: str) -> dict[str, list[str]]:
     return chunks
 
 
-def known_object_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
+def object_depths(conn: Connection, ids: Iterable[str]) -> dict[str, int]:
+    """Delta chain depth of each of ``ids`` the catalog knows (absent ids are left out)."""
     wanted = list(ids)
-    found: set[str] = set()
+    found: dict[str, int] = {}
     for start in range(0, len(wanted), _BATCH):
-        batch = wanted[start : start + _BATCH]
-        found.update(conn.execute(select(_objects.c.id).where(_objects.c.id.in_(batch))).scalars())
+        rows = conn.execute(
+            select(_objects.c.id, _objects.c.depth).where(
+                _objects.c.id.in_(wanted[start : start + _BATCH])
+            )
+        )
+        found.update((r.id, r.depth) for r in rows)
     return found
+
+
+@dataclass(frozen=True)
+class EntryChunks:
+    dtype: str
+    shape: tuple[int, ...]
+    chunk_ids: list[str]
+
+
+def entry_chunks_of(conn: Connection, checkpoint_id: str) -> dict[str, EntryChunks]:
+    """Key path -> dtype, shape and chunk ids: what a delta against this checkpoint needs."""
+    entries = {e.key_path: e for e in entries_of(conn, checkpoint_id)}
+    return {
+        path: EntryChunks(entries[path].dtype, entries[path].shape, ids)
+        for path, ids in chunk_ids_of(conn, checkpoint_id).items()
+    }
 
 
 def object_totals(conn: Connection) -> tuple[int, int]:

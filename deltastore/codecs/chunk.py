@@ -157,7 +157,7 @@ def decode_into(
     object_id: str,
     out: memoryview,
     *,
-    base: memoryview | bytes | None = None,
+    base: memoryview | bytes | bytearray | None = None,
     verify: bool = True,
 ) -> Header:
     """Decode an object into ``out`` (exactly its raw length) and check its id.
