@@ -1,0 +1,141 @@
+"""Delta encoding against the parent: used where it pays, bounded, restorable from any version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import text
+
+import deltastore
+from deltastore import delta
+from deltastore.catalog.engine import read_transaction
+from deltastore.codecs import Transform, read_header
+
+from .conftest import assert_same, trained_like
+
+
+def drifting_state(step: int) -> dict[str, torch.Tensor]:
+    """Weights that drift a little each step (as with a small learning rate), and noise."""
+    w = trained_like((256, 256))
+    drift = torch.randn(256, 256, generator=torch.Generator().manual_seed(step)) * 1e-5
+    noise = torch.randn(128, 128, generator=torch.Generator().manual_seed(10_000 + step))
+    return {"w": w + drift * step, "noise": noise}
+
+
+def object_rows(store: deltastore.Store) -> list[tuple[str, str | None, int]]:
+    with read_transaction(store.engine) as conn:
+        rows = conn.execute(text("SELECT id, base_id, depth FROM objects WHERE kind = 0"))
+        return [(r.id, r.base_id, r.depth) for r in rows]
+
+
+def entry_objects(store: deltastore.Store, ref: str, key: str) -> list[str]:
+    from deltastore.catalog import queries
+
+    with read_transaction(store.engine) as conn:
+        return queries.chunk_ids_of(conn, store.resolve(ref))[key]
+
+
+def test_drifting_weights_are_stored_as_deltas_and_noise_is_not(
+    tmp_path: Path,
+) -> None:
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        for step in range(1, 4):
+            store.save(drifting_state(step), step=step)
+        for object_id in entry_objects(store, "main", "w"):
+            header = read_header(store.objects.get(object_id), object_id)
+            assert header.transform == Transform.XOR_PLANES
+        for object_id in entry_objects(store, "main", "noise"):
+            header = read_header(store.objects.get(object_id), object_id)
+            assert header.transform == Transform.PLANES
+        delta_bytes = store.info("main").stored_bytes
+        first_bytes = store.info("main~2").stored_bytes
+        assert delta_bytes < 0.9 * first_bytes
+        for step in range(1, 4):
+            assert_same(store.load(f"main~{3 - step}"), drifting_state(step))
+
+
+def test_catalog_records_each_delta_base_and_depth(tmp_path: Path) -> None:
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        for step in range(1, 4):
+            store.save({"w": drifting_state(step)["w"]})
+        rows = {object_id: (base, depth) for object_id, base, depth in object_rows(store)}
+        for object_id, (base, depth) in rows.items():
+            header = read_header(store.objects.get(object_id), object_id)
+            if base is None:
+                assert depth == 0 and header.base_id is None
+            else:
+                assert header.base_id is not None and header.base_id.hex() == base
+                assert depth == rows[base][1] + 1
+        assert max(depth for _, depth in rows.values()) == 2
+
+
+def test_chain_depth_is_bounded_by_keyframes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delta, "MAX_DEPTH", 3)
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        for step in range(1, 11):
+            store.save({"w": drifting_state(step)["w"]})
+        depths = [depth for _, _, depth in object_rows(store)]
+        assert max(depths) == 3
+        assert depths.count(0) >= 3 * 4  # a keyframe every 4 saves, for each of 4 chunks
+        assert_same(store.load("main~9"), {"w": drifting_state(1)["w"]})
+        assert_same(store.load("main"), {"w": drifting_state(10)["w"]})
+
+
+def test_delta_against_a_parent_saved_by_another_process(tmp_path: Path) -> None:
+    """After a restart the base comes from disk (decoded and verified), not from memory."""
+    root = tmp_path / "s"
+    with deltastore.open(root, create=True, chunk_size=65536) as store:
+        store.save(drifting_state(1))
+    with deltastore.open(root) as store:
+        store.save(drifting_state(2))
+        for object_id in entry_objects(store, "main", "w"):
+            assert read_header(store.objects.get(object_id), object_id).base_id is not None
+        assert_same(store.load("main"), drifting_state(2))
+
+
+def test_in_process_saves_do_not_read_the_parent_back(tmp_path: Path) -> None:
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        store.save(drifting_state(1))
+        reads: list[str] = []
+        original = store.objects.get
+
+        def counting_get(object_id: str) -> bytes:
+            reads.append(object_id)
+            return original(object_id)
+
+        store.objects.get = counting_get  # type: ignore[method-assign]
+        store.save(drifting_state(2))
+        assert reads == []
+        assert any(base is not None for _, base, _ in object_rows(store))
+
+
+def test_in_place_updates_after_save_do_not_corrupt_the_base(tmp_path: Path) -> None:
+    """The optimizer mutates tensors in place; the remembered base must be a copy."""
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        w = drifting_state(1)["w"]
+        store.save({"w": w})
+        expected_first = w.clone()
+        w.add_(1e-4)
+        store.save({"w": w})
+        assert_same(store.load("main~1"), {"w": expected_first})
+        assert_same(store.load("main"), {"w": w})
+
+
+def test_delta_off_stores_full_chunks(tmp_path: Path) -> None:
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536, delta=False) as store:
+        for step in range(1, 3):
+            store.save(drifting_state(step))
+        assert all(base is None for _, base, _ in object_rows(store))
+
+
+def test_changed_shape_or_dtype_stores_full(tmp_path: Path) -> None:
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        w = drifting_state(1)["w"]
+        store.save({"w": w})
+        store.save({"w": w.double()})
+        store.save({"w": w.double().reshape(128, 512)})
+        assert all(base is None for _, base, _ in object_rows(store))
