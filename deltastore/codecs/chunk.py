@@ -159,15 +159,21 @@ def decode_into(
     *,
     base: memoryview | bytes | bytearray | None = None,
     verify: bool = True,
+    kind: Kind = Kind.CHUNK,
 ) -> Header:
     """Decode an object into ``out`` (exactly its raw length) and check its id.
 
     ``object_id`` is the 64-hex id the object was read under; with ``verify``
     the decoded bytes must hash to it.  ``base`` is the raw bytes of the
-    header's base chunk, required for a delta.
+    header's base chunk, required for a delta.  ``kind`` is what the caller
+    asked for: a manifest read where a chunk is expected is corrupt too.
     """
     view = memoryview(obj)
     header = parse_header(view, object_id)
+    if header.kind != kind:
+        raise CorruptObjectError(
+            object_id, f"object is a {header.kind.name.lower()}, expected a {kind.name.lower()}"
+        )
     if len(out) != header.raw_length:
         raise CorruptObjectError(
             object_id, f"decodes to {header.raw_length} bytes where {len(out)} were expected"
@@ -195,9 +201,11 @@ def decode_into(
     return header
 
 
-def decode(obj: bytes | memoryview, object_id: str, *, verify: bool = True) -> bytearray:
+def decode(
+    obj: bytes | memoryview, object_id: str, *, verify: bool = True, kind: Kind = Kind.MANIFEST
+) -> bytearray:
     """Decode a full (non-delta) object into a new buffer: manifests and plumbing."""
     header = parse_header(obj, object_id)
     out = bytearray(header.raw_length)
-    decode_into(obj, object_id, memoryview(out), verify=verify)
+    decode_into(obj, object_id, memoryview(out), verify=verify, kind=kind)
     return out
