@@ -236,3 +236,29 @@ def test_store_files_are_laid_out_as_documented(store: deltastore.Store, store_p
     names = set(os.listdir(store_path))
     assert {"FORMAT", "catalog.sqlite", "objects", "lock"} <= names
     assert len(os.listdir(store_path / "objects")) == 256
+
+
+def test_full_disk_raises_storage_error_and_records_nothing(
+    store: deltastore.Store, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    first = store.save({"w": trained_like((64, 64))})
+    real_write = os.write
+    calls = [0]
+
+    def filling_write(fd: int, data: bytes | memoryview) -> int:
+        calls[0] += 1
+        if fd > 2 and calls[0] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", filling_write)
+    with pytest.raises(deltastore.StorageError, match="No space left on device") as info:
+        store.save({f"w{i}": trained_like((256, 1024), seed=i) for i in range(6)})
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    assert store.resolve("main") == first
+    assert [c.id for c in store.log()] == [first]
+    assert not list((store_path / "objects").rglob(".tmp-*"))
+    assert store.save({"w": trained_like((64, 64), seed=9)}) != first  # the store still works
