@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, wait
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -39,6 +39,7 @@ from deltastore.refs import BRANCH
 MAX_COMMIT_ATTEMPTS = 8
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -221,17 +222,17 @@ class CheckpointWriter:
             base = plan[chunk.entry][chunk.index]
             if base is not None and chunk.entry not in deciders:
                 deciders[chunk.entry] = (object_id, chunk, base)
-        choices = {
-            entry: self.pool.submit(self._store_choosing, c, i, base, recent)
-            for entry, (i, c, base) in deciders.items()
-        }
-        new_objects: list[queries.NewObject] = []
-        use_delta: dict[int, bool] = {}
-        for entry, choice in choices.items():
-            new, use_delta[entry] = choice.result()
-            new_objects.append(new)
-            if progress:
-                progress(new.raw_bytes)
+        entries = list(deciders)
+        choices = _gather(
+            [
+                self.pool.submit(self._store_choosing, c, i, base, recent)
+                for i, c, base in deciders.values()
+            ]
+        )
+        use_delta = {entry: won for entry, (_, won) in zip(entries, choices, strict=True)}
+        new_objects = [new for new, _ in choices]
+        if progress:
+            progress(sum(new.raw_bytes for new in new_objects))
         # Wave 2: everything else, following its entry's decision.
         decided = {object_id for object_id, _, _ in deciders.values()}
         rest = [
@@ -245,11 +246,7 @@ class CheckpointWriter:
             for i, c in todo.items()
             if i not in decided
         ]
-        for future in rest:
-            new = future.result()
-            new_objects.append(new)
-            if progress:
-                progress(new.raw_bytes)
+        new_objects.extend(_gather(rest, progress))
         per_entry: list[list[str]] = [[] for _ in leaves]
         for chunk, object_id in zip(chunks, ids, strict=True):
             per_entry[chunk.entry].append(object_id)
@@ -344,6 +341,27 @@ class CheckpointWriter:
             # Another process moved the branch: our chunks stand, re-parent the manifest.
             parent = current_id
         raise ConcurrentUpdateError(branch, MAX_COMMIT_ATTEMPTS)
+
+
+def _gather(futures: list[Future[T]], progress: Progress | None = None) -> list[T]:
+    """Results in order; on the first error cancel the rest and wait for the running ones.
+
+    Waiting matters: a task still running after the save gave up could leave
+    a temporary file behind, or fail into a later save.
+    """
+    results = []
+    try:
+        for future in futures:
+            result = future.result()
+            results.append(result)
+            if progress and isinstance(result, queries.NewObject):
+                progress(result.raw_bytes)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        raise
+    return results
 
 
 def _manifest_entries(entries: Sequence[ManifestEntry]) -> list[queries.NewEntry]:
