@@ -13,7 +13,7 @@ fi
 # torch is pinned in the same pip command: an unpinned torch pulled in by another
 # package would download a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  "torch==2.13.0" -e ".[dev]"
+  "torch==2.13.0" -e ".[dev,bench]"
 
 if [ "${1:-}" != "--no-demo" ]; then
   .venv/bin/python -m deltastore.demo

@@ -14,4 +14,6 @@ echo "== import-linter"; .venv/bin/lint-imports
 if [ -f native/sanitize.sh ]; then
   echo "== native kernels under AddressSanitizer + UBSan"; bash native/sanitize.sh
 fi
+echo "== benchmark smoke test (numbers are not judged here)"
+"$PY" benchmarks/run.py --quick --results "${TMPDIR:-/tmp}/deltastore-bench-smoke" >/dev/null
 echo "== pytest";        "$PY" -m pytest "$@"
