@@ -41,17 +41,32 @@ class CheckpointReader:
         self.objects = objects
         self.pool = pool
 
-    def decode_chunk_into(self, object_id: str, out: memoryview, depth: int = 0) -> None:
-        """Decode a chunk into ``out``, decoding its delta bases first (verified at each step)."""
-        obj = self.objects.get(object_id)
-        header = codecs.read_header(obj, object_id)
-        base = None
-        if header.base_id is not None:
-            if depth >= MAX_CHAIN:
+    def decode_chunk_into(self, object_id: str, out: memoryview) -> None:
+        """Decode a chunk into ``out``, replaying its delta chain from the full object up.
+
+        Only the chunk asked for is hashed: a wrong base anywhere below it
+        would make its bytes wrong, and its own id check catches that.
+        """
+        chain = [(object_id, self.objects.get(object_id))]
+        while True:
+            header = codecs.read_header(chain[-1][1], chain[-1][0])
+            if header.base_id is None:
+                break
+            if len(chain) > MAX_CHAIN:
                 raise CorruptObjectError(object_id, f"delta chain deeper than {MAX_CHAIN}")
-            base = bytearray(header.raw_length)
-            self.decode_chunk_into(header.base_id.hex(), memoryview(base), depth + 1)
-        codecs.decode_into(obj, object_id, out, base=base)
+            base_id = header.base_id.hex()
+            chain.append((base_id, self.objects.get(base_id)))
+        if len(chain) == 1:
+            codecs.decode_into(chain[0][1], object_id, out)
+            return
+        below = bytearray(len(out))
+        above = bytearray(len(out))
+        base: bytearray | None = None
+        for level, (chain_id, data) in enumerate(reversed(chain[1:])):
+            target = below if level % 2 == 0 else above
+            codecs.decode_into(data, chain_id, memoryview(target), base=base, verify=False)
+            base = target
+        codecs.decode_into(chain[0][1], object_id, out, base=base)
 
     def read_chunk(self, object_id: str) -> bytes:
         """A chunk's verified raw bytes (the writer's source of delta bases after a restart)."""
