@@ -59,14 +59,25 @@ class CheckpointReader:
         if len(chain) == 1:
             codecs.decode_into(chain[0][1], object_id, out)
             return
+        try:
+            self._replay(chain, out, verify_bases=False)
+        except CorruptObjectError:
+            # Something below is damaged, or this object is: replay verifying every
+            # level so the error names the object that is actually corrupt.
+            self._replay(chain, out, verify_bases=True)
+            raise
+
+    @staticmethod
+    def _replay(chain: list[tuple[str, bytes]], out: memoryview, *, verify_bases: bool) -> None:
+        """Decode ``chain`` (top object first, full object last) bottom-up into ``out``."""
         below = bytearray(len(out))
         above = bytearray(len(out))
         base: bytearray | None = None
         for level, (chain_id, data) in enumerate(reversed(chain[1:])):
             target = below if level % 2 == 0 else above
-            codecs.decode_into(data, chain_id, memoryview(target), base=base, verify=False)
+            codecs.decode_into(data, chain_id, memoryview(target), base=base, verify=verify_bases)
             base = target
-        codecs.decode_into(chain[0][1], object_id, out, base=base)
+        codecs.decode_into(chain[0][1], chain[0][0], out, base=base)
 
     def read_chunk(self, object_id: str) -> bytes:
         """A chunk's verified raw bytes (the writer's source of delta bases after a restart)."""

@@ -27,6 +27,7 @@ from deltastore.arrays import ArrayBytes
 from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction, write_transaction
 from deltastore.chunking import chunk_bounds, plane_width
+from deltastore.codecs.header import HEAD_BYTES, peek_base_id
 from deltastore.delta import Base, RecentChunks, delta_eligible, plan_bases
 from deltastore.errors import ConcurrentUpdateError, UnsupportedTypeError
 from deltastore.ids import digest
@@ -52,7 +53,7 @@ class _Chunk:
 
 
 @dataclass
-class _Written:
+class _Written:  # mutable: new_objects is corrected after the writes land
     """What write_chunks did: chunk ids per entry, objects added, bases for the next save."""
 
     chunk_ids: list[list[str]]
@@ -252,6 +253,41 @@ class CheckpointWriter:
             per_entry[chunk.entry].append(object_id)
         return _Written(per_entry, new_objects, recent_next)
 
+    def _as_stored(self, objects: list[queries.NewObject]) -> list[queries.NewObject]:
+        """Describe each object as it is on disk, not as this save encoded it.
+
+        They differ when the id was already there (left by a save that died
+        before its commit, or stored by a concurrent writer first): the catalog
+        must record the base and size of the object that will be read.
+        """
+        result = []
+        for new in objects:
+            head = self.objects.read_head(new.id, HEAD_BYTES)
+            base = peek_base_id(head, new.id)
+            base_id = base.hex() if base is not None else None
+            size = self.objects.size(new.id)
+            if base_id == new.base_id and size == new.stored_bytes:
+                result.append(new)
+                continue
+            depth = self._depth(base_id)
+            result.append(
+                queries.NewObject(new.id, new.kind, new.raw_bytes, size, base_id, depth)
+            )
+        return result
+
+    def _depth(self, base_id: str | None) -> int:
+        """Chain depth of an object whose base is ``base_id``, from the catalog or the headers."""
+        depth = 0
+        while base_id is not None:
+            with read_transaction(self.engine) as conn:
+                known = queries.object_depths(conn, [base_id])
+            if base_id in known:
+                return depth + 1 + known[base_id]
+            depth += 1
+            base = peek_base_id(self.objects.read_head(base_id, HEAD_BYTES), base_id)
+            base_id = base.hex() if base is not None else None
+        return depth
+
     # -- the checkpoint -------------------------------------------------------------------------
 
     def save(
@@ -307,6 +343,8 @@ class CheckpointWriter:
             encoded = codecs.encode(raw, 1, kind=codecs.Kind.MANIFEST, codec=self.codec)
             self.objects.put_if_absent(checkpoint_id, encoded)
             self.objects.flush()  # every object durable before the catalog names it
+            written.new_objects = self._as_stored(written.new_objects)
+            chunk_bytes = sum(o.stored_bytes for o in written.new_objects)
             info = CheckpointInfo(
                 id=checkpoint_id,
                 parent=parent,

@@ -42,6 +42,11 @@ DEFAULT_CODEC = "zstd"
 ZSTD_LEVEL = 1
 #: Compressed output this much smaller than the plane may be an all-zero plane.
 _ZERO_SUSPECT_RATIO = 64
+#: Small planes are always scanned: the compressor's frame overhead hides them from the ratio.
+_ALWAYS_SCAN_BELOW = 64 << 10
+#: LZ4 cannot expand a block more than ~255x; a header claiming more is corrupt, and
+#: checking first keeps a flipped length bit from allocating gigabytes.
+_LZ4_MAX_EXPANSION = 255
 
 
 class _ThreadState(threading.local):
@@ -72,7 +77,8 @@ def _compress_plane(plane: memoryview, codec: str) -> tuple[PlaneCodec, bytes | 
     else:
         packed = lz4.block.compress(plane, store_size=False)
         tag = PlaneCodec.LZ4
-    if len(packed) * _ZERO_SUSPECT_RATIO < length and not np.frombuffer(plane, np.uint8).any():
+    suspect = len(packed) * _ZERO_SUSPECT_RATIO < length or length <= _ALWAYS_SCAN_BELOW
+    if suspect and not np.frombuffer(plane, np.uint8).any():
         return PlaneCodec.ZERO, b""
     if len(packed) >= length:
         return PlaneCodec.RAW, plane
@@ -140,8 +146,17 @@ def _decompress_plane(
         return payload
     try:
         if record.codec == PlaneCodec.LZ4:
+            if plane_length > _LZ4_MAX_EXPANSION * len(payload) + 16:
+                raise CorruptObjectError(object_id, "LZ4 plane claims an impossible length")
             plain: bytes = lz4.block.decompress(payload, uncompressed_size=plane_length)
         else:
+            # zstandard sizes its output by the frame's own content size, ignoring
+            # max_output_size: a flipped bit there must not decide an allocation.
+            claimed = zstandard.frame_content_size(payload)
+            if claimed not in (plane_length, -1):
+                raise CorruptObjectError(
+                    object_id, f"zstd plane claims {claimed} bytes, expected {plane_length}"
+                )
             plain = _state.zstd_d.decompress(payload, max_output_size=plane_length)
     except (lz4.block.LZ4BlockError, zstandard.ZstdError, ValueError) as exc:
         raise CorruptObjectError(object_id, f"plane does not decompress: {exc}") from None
@@ -150,6 +165,28 @@ def _decompress_plane(
             object_id, f"plane decompressed to {len(plain)} bytes, expected {plane_length}"
         )
     return plain
+
+
+def _check_claimed_length(header: Header, obj: bytes | memoryview, object_id: str) -> None:
+    """Refuse a raw length the payloads cannot produce, before anything is allocated for it."""
+    view = memoryview(obj)
+    offset = header.payload_offset
+    for record in header.planes:
+        payload = view[offset : offset + record.stored_length]
+        offset += record.stored_length
+        if record.codec == PlaneCodec.LZ4 and header.plane_length > (
+            _LZ4_MAX_EXPANSION * len(payload) + 16
+        ):
+            raise CorruptObjectError(object_id, "LZ4 plane claims an impossible length")
+        if record.codec == PlaneCodec.ZSTD:
+            try:
+                claimed = zstandard.frame_content_size(payload)
+            except zstandard.ZstdError as exc:
+                raise CorruptObjectError(object_id, f"plane does not decompress: {exc}") from None
+            if claimed not in (header.plane_length, -1):
+                raise CorruptObjectError(
+                    object_id, f"zstd plane claims {claimed} bytes, expected {header.plane_length}"
+                )
 
 
 def decode_into(
@@ -206,6 +243,11 @@ def decode(
 ) -> bytearray:
     """Decode a full (non-delta) object into a new buffer: manifests and plumbing."""
     header = parse_header(obj, object_id)
+    if header.kind != kind:
+        raise CorruptObjectError(
+            object_id, f"object is a {header.kind.name.lower()}, expected a {kind.name.lower()}"
+        )
+    _check_claimed_length(header, obj, object_id)
     out = bytearray(header.raw_length)
     decode_into(obj, object_id, memoryview(out), verify=verify, kind=kind)
     return out

@@ -143,3 +143,18 @@ def parse_header(obj: bytes | memoryview, object_id: str) -> Header:
     if offset + payload != len(obj):
         raise corrupt(f"object is {len(obj)} bytes, header accounts for {offset + payload}")
     return Header(kind, transform, width, raw_length, base_id, tuple(records), offset)
+
+
+#: Enough bytes to hold the fixed header and the base id.
+HEAD_BYTES = _FIXED.size + BASE_ID_LEN
+
+
+def peek_base_id(head: bytes, object_id: str) -> bytes | None:
+    """The base id named by an object's first HEAD_BYTES bytes (None for a full object)."""
+    if len(head) < _FIXED.size or head[:4] != MAGIC:
+        raise CorruptObjectError(object_id, "not a deltastore object (bad magic)")
+    if head[6] != Transform.XOR_PLANES:
+        return None
+    if len(head) < HEAD_BYTES:
+        raise CorruptObjectError(object_id, "truncated base id")
+    return bytes(head[_FIXED.size : HEAD_BYTES])

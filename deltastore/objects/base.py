@@ -27,6 +27,10 @@ class ObjectStore(ABC):
         returns is every object put before it durable and readable.
         """
 
+    def read_head(self, object_id: str, size: int) -> bytes:
+        """The first ``size`` bytes of an object (its header); backends may read less."""
+        return self.get(object_id)[:size]
+
     @abstractmethod
     def exists(self, object_id: str) -> bool:
         """True when the object is stored."""

@@ -19,6 +19,7 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 from deltastore.errors import CorruptObjectError, StorageError
@@ -73,6 +74,13 @@ class LocalObjectStore(ObjectStore):
         except FileNotFoundError:
             raise CorruptObjectError(object_id, "object is missing") from None
 
+    def read_head(self, object_id: str, size: int) -> bytes:
+        try:
+            with self.path(object_id).open("rb") as f:
+                return f.read(size)
+        except FileNotFoundError:
+            raise CorruptObjectError(object_id, "object is missing") from None
+
     def exists(self, object_id: str) -> bool:
         return self.path(object_id).exists()
 
@@ -118,8 +126,11 @@ class LocalObjectStore(ObjectStore):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            # Same content under the same name: a concurrent writer's rename is harmless.
-            tmp.replace(target)
+            # link, not rename: an id that exists is never replaced (invariant 2), even
+            # when another writer stored it between our check and now.
+            with suppress(FileExistsError):
+                os.link(tmp, target)
+            tmp.unlink()
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StorageError(f"write object {object_id[:16]} to {self.root}", exc) from exc
