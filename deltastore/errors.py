@@ -11,6 +11,8 @@ This module is a leaf: it imports nothing from deltastore.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DeltastoreError(Exception):
     """Root of every error deltastore raises on purpose."""
@@ -35,6 +37,9 @@ class StoreNotFoundError(DeltastoreError, FileNotFoundError):
         # FileNotFoundError's own __str__ would print "[Errno None] ...".
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path,))
+
 
 class StoreExistsError(DeltastoreError, FileExistsError):
     """``init`` was asked for a path that already holds something else."""
@@ -43,10 +48,14 @@ class StoreExistsError(DeltastoreError, FileExistsError):
 
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
+        self.reason = reason
         super().__init__(f"cannot create a store at {path!r}: {reason}")
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason))
 
 
 class SchemaVersionError(DeltastoreError):
@@ -66,6 +75,9 @@ class SchemaVersionError(DeltastoreError):
             f"({supported}); upgrade deltastore to open it. Nothing was changed."
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what, self.found, self.supported))
+
 
 class UnsupportedTypeError(DeltastoreError, TypeError):
     """A state holds a value deltastore cannot store exactly.
@@ -83,6 +95,9 @@ class UnsupportedTypeError(DeltastoreError, TypeError):
         detail = f": {reason}" if reason else ""
         super().__init__(f"cannot store {type_name} at key path {where!r}{detail}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key_path, self.type_name, self.reason))
+
 
 class RefNotFoundError(DeltastoreError, KeyError):
     """A ref, checkpoint id, id prefix or ``ref~N`` expression resolves to nothing."""
@@ -98,6 +113,9 @@ class RefNotFoundError(DeltastoreError, KeyError):
         # KeyError's __str__ would wrap the message in quotes.
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.ref, self.reason))
+
 
 class AmbiguousRefError(RefNotFoundError):
     """An id prefix matches more than one checkpoint."""
@@ -106,6 +124,9 @@ class AmbiguousRefError(RefNotFoundError):
         self.candidates = candidates
         shown = ", ".join(c[:12] for c in candidates[:5])
         super().__init__(ref, f"prefix is ambiguous ({len(candidates)} matches: {shown})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.ref, self.candidates))
 
 
 class EntryNotFoundError(DeltastoreError, KeyError):
@@ -120,6 +141,9 @@ class EntryNotFoundError(DeltastoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.checkpoint_id, self.key_path))
 
 
 class CorruptObjectError(DeltastoreError):
@@ -169,6 +193,12 @@ class CorruptObjectError(DeltastoreError):
             chunk_index=chunk_index,
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _corrupt,
+            (self.object_id, self.reason, self.checkpoint_id, self.key_path, self.chunk_index),
+        )
+
 
 class ConcurrentUpdateError(DeltastoreError):
     """A branch kept moving under a save; retries were exhausted."""
@@ -182,6 +212,9 @@ class ConcurrentUpdateError(DeltastoreError):
             f"branch {branch!r} moved during the save {attempts} times in a row; giving up"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.branch, self.attempts))
+
 
 class InvalidRefNameError(DeltastoreError, ValueError):
     """A branch or tag name that could be confused with an id or a ``~N`` expression."""
@@ -190,7 +223,11 @@ class InvalidRefNameError(DeltastoreError, ValueError):
 
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
+        self.reason = reason
         super().__init__(f"invalid ref name {name!r}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.reason))
 
 
 class StorageError(DeltastoreError, OSError):
@@ -208,3 +245,19 @@ class StorageError(DeltastoreError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[1])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what, self.cause))
+
+
+def _corrupt(
+    object_id: str,
+    reason: str,
+    checkpoint_id: str | None,
+    key_path: str | None,
+    chunk_index: int | None,
+) -> CorruptObjectError:
+    """Unpickling helper: CorruptObjectError takes its location as keywords."""
+    return CorruptObjectError(
+        object_id, reason, checkpoint_id=checkpoint_id, key_path=key_path, chunk_index=chunk_index
+    )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import deltastore
 from deltastore.chunking import DEFAULT_CHUNK_SIZE
+from deltastore.layout import is_store
 
 
 def register(sub: Any) -> None:
@@ -27,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     path = args.path or args.store
     if not path:
         raise MissingStoreError()
+    existed = is_store(Path(path))
     root = deltastore.init(path, chunk_size=args.chunk_size)
-    print(f"initialised empty deltastore store in {root}")
+    if existed:
+        print(f"{root} is already a deltastore store; left as it was")
+    else:
+        print(f"initialised empty deltastore store in {root}")
     return 0
