@@ -1,66 +1,97 @@
 /* deltastore._native: the one glue file between Python and the plane kernels.
  *
- * It takes buffers (bytes, bytearray, memoryview, numpy arrays), checks
- * lengths, releases the GIL around the kernel, and releases every Py_buffer
- * it acquired on every path through the single `exit:` label.
+ * It turns buffers (bytes, bytearray, memoryview, numpy arrays, ...) into
+ * pointers and lengths, checks them, and runs planes.c with the GIL released.
+ * Each function acquires its buffers one at a time, jumps to its single
+ * `exit:` label on the first failure, and releases there whatever it holds.
+ * A Py_buffer starts zeroed and is held exactly while its .obj is set (the
+ * idiom of blake3-py): get_buffer leaves .obj NULL when it fails, and
+ * PyBuffer_Release sets it back to NULL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdint.h>
+
 #include "planes.h"
 
-#define MAX_WIDTH 64
-
-/* Acquire a C-contiguous buffer, or None when allow_none and obj is None.
- * Returns 1 if a buffer was acquired (caller must release it), 0 for None, -1 on error. */
-static int get_buffer(PyObject *obj, Py_buffer *view, int writable, int allow_none,
-                      const char *what)
+static void release_if_acquired(Py_buffer *view)
 {
-    if (allow_none && obj == Py_None)
-        return 0;
-    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous%s buffer", what,
-                     writable ? " writable" : "");
+    if (view->obj != NULL)
+        PyBuffer_Release(view);
+}
+
+/* Acquires obj as a C-contiguous byte buffer, writable if asked; `what`
+ * names the argument in error messages.  Returns 0, or -1 with an exception
+ * set and nothing held. */
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what)
+{
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a bytes-like object, not %.200s", what,
+                     Py_TYPE(obj)->tp_name);
         return -1;
     }
-    return 1;
+    /* Strides are asked for so that a non-contiguous exporter (a sliced numpy
+     * array) still answers and the message below can say what is wrong; a
+     * writable buffer is not demanded so that a read-only one gets our
+     * message too (memoryview does the same and trusts .readonly). */
+    if (PyObject_GetBuffer(obj, view, PyBUF_STRIDES) < 0)
+        return -1;
+    if (!PyBuffer_IsContiguous(view, 'C')) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s must be C-contiguous", what);
+        return -1;
+    }
+    if (writable && view->readonly) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "%s must be writable, not a read-only %.200s", what,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* The kernels need dst apart from every input: they write dst while still reading. */
+static int overlaps(const Py_buffer *a, const Py_buffer *b)
+{
+    uintptr_t a_start = (uintptr_t)a->buf, b_start = (uintptr_t)b->buf;
+    return a->len > 0 && b->len > 0 && a_start < b_start + (uintptr_t)b->len &&
+           b_start < a_start + (uintptr_t)a->len;
 }
 
 static int check_width(Py_ssize_t width)
 {
-    if (width < 1 || width > MAX_WIDTH) {
-        PyErr_Format(PyExc_ValueError, "width must be between 1 and %d, not %zd", MAX_WIDTH,
+    if (width < 1 || width > DS_MAX_WIDTH) {
+        PyErr_Format(PyExc_ValueError, "width must be between 1 and %d, not %zd", DS_MAX_WIDTH,
                      width);
         return -1;
     }
     return 0;
 }
 
-PyDoc_STRVAR(split_doc,
-"split_planes(src, dst, width, base=None)\n--\n\n"
+PyDoc_STRVAR(split_planes_doc,
+"split_planes($module, /, src, dst, width, base=None)\n--\n\n"
 "XOR src with base (if given) and split the result into byte planes, in one pass:\n"
-"dst[p*n + i] = src[i*width + p] ^ base[i*width + p].  Releases the GIL.");
+"dst[p*n + i] = src[i*width + p] ^ base[i*width + p], n = len(src) // width.\n"
+"src, dst and base are C-contiguous buffers of one length; dst is writable and\n"
+"overlaps neither input.  Releases the GIL.");
 
-static PyObject *split_planes(PyObject *self, PyObject *args, PyObject *kwargs)
+static PyObject *split_planes(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"src", "dst", "width", "base", NULL};
     PyObject *src_obj, *dst_obj, *base_obj = Py_None, *result = NULL;
     Py_ssize_t width;
     Py_buffer src = {0}, dst = {0}, base = {0};
-    int have_src = 0, have_dst = 0, have_base = 0;
-    (void)self;
+    (void)module;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOn|O:split_planes", keywords, &src_obj,
                                      &dst_obj, &width, &base_obj))
         goto exit;
     if (check_width(width) < 0)
         goto exit;
-    if ((have_src = get_buffer(src_obj, &src, 0, 0, "src")) < 0)
+    if (get_buffer(src_obj, &src, 0, "src") < 0 || get_buffer(dst_obj, &dst, 1, "dst") < 0)
         goto exit;
-    if ((have_dst = get_buffer(dst_obj, &dst, 1, 0, "dst")) < 0)
-        goto exit;
-    if ((have_base = get_buffer(base_obj, &base, 0, 1, "base")) < 0)
+    if (base_obj != Py_None && get_buffer(base_obj, &base, 0, "base") < 0)
         goto exit;
     if (src.len % width != 0) {
         PyErr_Format(PyExc_ValueError, "src length %zd is not a multiple of width %zd", src.len,
@@ -72,117 +103,156 @@ static PyObject *split_planes(PyObject *self, PyObject *args, PyObject *kwargs)
                      src.len);
         goto exit;
     }
-    if (have_base && base.len != src.len) {
+    if (base.obj != NULL && base.len != src.len) {
         PyErr_Format(PyExc_ValueError, "base length %zd differs from src length %zd", base.len,
                      src.len);
         goto exit;
     }
+    if (overlaps(&dst, &src)) {
+        PyErr_SetString(PyExc_ValueError, "dst overlaps src");
+        goto exit;
+    }
+    if (base.obj != NULL && overlaps(&dst, &base)) {
+        PyErr_SetString(PyExc_ValueError, "dst overlaps base");
+        goto exit;
+    }
+
     Py_BEGIN_ALLOW_THREADS
-    ds_split_planes((const uint8_t *)src.buf, have_base ? (const uint8_t *)base.buf : NULL,
+    ds_split_planes((const uint8_t *)src.buf, base.obj != NULL ? (const uint8_t *)base.buf : NULL,
                     (uint8_t *)dst.buf, (size_t)(src.len / width), (size_t)width);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
+
 exit:
-    if (have_src > 0)
-        PyBuffer_Release(&src);
-    if (have_dst > 0)
-        PyBuffer_Release(&dst);
-    if (have_base > 0)
-        PyBuffer_Release(&base);
+    release_if_acquired(&base);
+    release_if_acquired(&dst);
+    release_if_acquired(&src);
     return result;
 }
 
-PyDoc_STRVAR(merge_doc,
-"merge_planes(planes, dst, width, base=None)\n--\n\n"
-"Inverse of split_planes: planes is a sequence of `width` buffers of len(dst)/width\n"
-"bytes each, or None for an all-zero plane.  Releases the GIL.");
+PyDoc_STRVAR(merge_planes_doc,
+"merge_planes($module, /, planes, dst, width, base=None)\n--\n\n"
+"Inverse of split_planes: dst[i*width + p] = planes[p][i] ^ base[i*width + p].\n"
+"planes is a sequence of exactly width items, each a C-contiguous buffer of\n"
+"len(dst) // width bytes or None for an all-zero plane; dst is writable and\n"
+"overlaps no input.  Releases the GIL.");
 
-static PyObject *merge_planes(PyObject *self, PyObject *args, PyObject *kwargs)
+static PyObject *merge_planes(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"planes", "dst", "width", "base", NULL};
-    PyObject *planes_obj, *dst_obj, *base_obj = Py_None, *seq = NULL, *result = NULL;
-    Py_ssize_t width, acquired = 0;
-    Py_buffer dst = {0}, base = {0};
-    Py_buffer views[MAX_WIDTH];
-    const uint8_t *pointers[MAX_WIDTH];
-    int have_dst = 0, have_base = 0;
-    (void)self;
+    PyObject *planes_obj, *dst_obj, *base_obj = Py_None, *planes_tuple = NULL, *result = NULL;
+    Py_ssize_t width, plane_len;
+    Py_buffer dst = {0}, base = {0}, views[DS_MAX_WIDTH] = {{0}};
+    const uint8_t *pointers[DS_MAX_WIDTH];
+    char what[32];
+    (void)module;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOn|O:merge_planes", keywords, &planes_obj,
                                      &dst_obj, &width, &base_obj))
         goto exit;
     if (check_width(width) < 0)
         goto exit;
-    if ((have_dst = get_buffer(dst_obj, &dst, 1, 0, "dst")) < 0)
+    if (get_buffer(dst_obj, &dst, 1, "dst") < 0)
         goto exit;
-    if ((have_base = get_buffer(base_obj, &base, 0, 1, "base")) < 0)
+    if (base_obj != Py_None && get_buffer(base_obj, &base, 0, "base") < 0)
         goto exit;
     if (dst.len % width != 0) {
         PyErr_Format(PyExc_ValueError, "dst length %zd is not a multiple of width %zd", dst.len,
                      width);
         goto exit;
     }
-    if (have_base && base.len != dst.len) {
+    if (base.obj != NULL && base.len != dst.len) {
         PyErr_Format(PyExc_ValueError, "base length %zd differs from dst length %zd", base.len,
                      dst.len);
         goto exit;
     }
-    seq = PySequence_Fast(planes_obj, "planes must be a sequence");
-    if (seq == NULL)
-        goto exit;
-    if (PySequence_Fast_GET_SIZE(seq) != width) {
-        PyErr_Format(PyExc_ValueError, "expected %zd planes, got %zd", width,
-                     PySequence_Fast_GET_SIZE(seq));
+    if (base.obj != NULL && overlaps(&dst, &base)) {
+        PyErr_SetString(PyExc_ValueError, "dst overlaps base");
         goto exit;
     }
-    Py_ssize_t plane_len = dst.len / width;
+    if (!PySequence_Check(planes_obj)) {
+        PyErr_Format(PyExc_TypeError, "planes must be a sequence, not %.200s",
+                     Py_TYPE(planes_obj)->tp_name);
+        goto exit;
+    }
+    /* A tuple of our own: acquiring a buffer can run Python code (__buffer__)
+     * that resizes a list we would still be indexing. */
+    planes_tuple = PySequence_Tuple(planes_obj);
+    if (planes_tuple == NULL)
+        goto exit;
+    if (PyTuple_GET_SIZE(planes_tuple) != width) {
+        PyErr_Format(PyExc_ValueError, "expected %zd planes for width %zd, got %zd", width, width,
+                     PyTuple_GET_SIZE(planes_tuple));
+        goto exit;
+    }
+    plane_len = dst.len / width;
     for (Py_ssize_t p = 0; p < width; p++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, p);
+        PyObject *item = PyTuple_GET_ITEM(planes_tuple, p);
         if (item == Py_None) {
             pointers[p] = NULL;
             continue;
         }
-        if (get_buffer(item, &views[acquired], 0, 0, "each plane") < 0)
+        PyOS_snprintf(what, sizeof what, "plane %zd", p);
+        if (get_buffer(item, &views[p], 0, what) < 0)
             goto exit;
-        acquired++;
-        if (views[acquired - 1].len != plane_len) {
-            PyErr_Format(PyExc_ValueError, "plane %zd has %zd bytes, expected %zd", p,
-                         views[acquired - 1].len, plane_len);
+        if (views[p].len != plane_len) {
+            PyErr_Format(PyExc_ValueError,
+                         "plane %zd has %zd bytes, expected %zd (len(dst) // width)", p,
+                         views[p].len, plane_len);
             goto exit;
         }
-        pointers[p] = (const uint8_t *)views[acquired - 1].buf;
+        if (overlaps(&dst, &views[p])) {
+            PyErr_Format(PyExc_ValueError, "dst overlaps plane %zd", p);
+            goto exit;
+        }
+        pointers[p] = (const uint8_t *)views[p].buf;
     }
+
     Py_BEGIN_ALLOW_THREADS
-    ds_merge_planes(pointers, have_base ? (const uint8_t *)base.buf : NULL, (uint8_t *)dst.buf,
-                    (size_t)plane_len, (size_t)width);
+    ds_merge_planes(pointers, base.obj != NULL ? (const uint8_t *)base.buf : NULL,
+                    (uint8_t *)dst.buf, (size_t)plane_len, (size_t)width);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
+
 exit:
-    for (Py_ssize_t i = 0; i < acquired; i++)
-        PyBuffer_Release(&views[i]);
-    Py_XDECREF(seq);
-    if (have_dst > 0)
-        PyBuffer_Release(&dst);
-    if (have_base > 0)
-        PyBuffer_Release(&base);
+    for (Py_ssize_t p = 0; p < DS_MAX_WIDTH; p++)
+        release_if_acquired(&views[p]);
+    Py_XDECREF(planes_tuple);
+    release_if_acquired(&base);
+    release_if_acquired(&dst);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"split_planes", (PyCFunction)(void (*)(void))split_planes, METH_VARARGS | METH_KEYWORDS,
-     split_doc},
+     split_planes_doc},
     {"merge_planes", (PyCFunction)(void (*)(void))merge_planes, METH_VARARGS | METH_KEYWORDS,
-     merge_doc},
+     merge_planes_doc},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "deltastore._native",
-    "Byte-plane split/merge kernels with XOR deltas (GIL released).", -1, methods,
-    NULL, NULL, NULL, NULL,
+/* No module state and no static Python objects: safe in subinterpreters and
+ * without the GIL (each call works only on the buffers it holds). */
+static PyModuleDef_Slot slots[] = {
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "deltastore._native",
+    .m_doc = "Byte-plane split/merge kernels with an XOR base (native/planes.c).",
+    .m_size = 0,
+    .m_methods = methods,
+    .m_slots = slots,
 };
 
 PyMODINIT_FUNC PyInit__native(void)
 {
-    return PyModule_Create(&module);
+    return PyModuleDef_Init(&module_def);
 }

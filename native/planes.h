@@ -1,11 +1,15 @@
-/* Byte-plane split and merge, with an optional XOR against a base chunk.
+/* Byte-plane split and merge, fused with an optional XOR against a base chunk.
  *
- * Pure C, no Python: the kernels take pointers and lengths, and the glue in
- * nativemodule.c handles buffers, errors and the GIL.  Layout (docs/format.md):
- *   split:  dst[p*n + i]     = src[i*w + p] ^ base[i*w + p]
- *   merge:  dst[i*w + p]     = planes[p][i] ^ base[i*w + p]
- * for element i in [0, n) and plane p in [0, w); a NULL base means zeros, and
- * a NULL plane pointer in merge means an all-zero plane.
+ * Pure C, no Python: the kernels take pointers and lengths; nativemodule.c
+ * handles buffers, errors and the GIL.  For element i in [0, n) and plane p
+ * in [0, w) (docs/format.md, transforms 1 and 2):
+ *   split:  dst[p*n + i] = src[i*w + p] ^ base[i*w + p]
+ *   merge:  dst[i*w + p] = planes[p][i] ^ base[i*w + p]
+ * A NULL base stands for zeros, and so does a NULL entry of planes.
+ *
+ * Preconditions (checked by the caller, not here): 1 <= w <= DS_MAX_WIDTH;
+ * src, base and each plane are readable for the lengths above; dst does not
+ * overlap any input.  Buffers need no alignment.
  */
 #ifndef DELTASTORE_PLANES_H
 #define DELTASTORE_PLANES_H
@@ -13,8 +17,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-void ds_split_planes(const uint8_t *src, const uint8_t *base, uint8_t *dst,
-                     size_t n_elems, size_t width);
+/* Widest element the merge kernel accepts: it keeps one pointer per plane on the stack. */
+#define DS_MAX_WIDTH 64
+
+void ds_split_planes(const uint8_t *src, const uint8_t *base, uint8_t *dst, size_t n_elems,
+                     size_t width);
 
 void ds_merge_planes(const uint8_t *const *planes, const uint8_t *base, uint8_t *dst,
                      size_t n_elems, size_t width);
