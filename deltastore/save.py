@@ -123,9 +123,14 @@ class CheckpointWriter:
         return chunks
 
     @staticmethod
-    def _hash(chunk: _Chunk) -> tuple[str, bytes | None]:
-        # The copy is taken now, while the caller's tensors are guaranteed unchanged.
-        return digest(chunk.data).hex(), bytes(chunk.data) if chunk.keep else None
+    def _hash(chunk: _Chunk, recent: dict[str, bytes]) -> tuple[str, bytes | None]:
+        object_id = digest(chunk.data).hex()
+        if not chunk.keep:
+            return object_id, None
+        # Unchanged since the parent: share its copy.  Otherwise copy now, while the
+        # caller's tensors are guaranteed unchanged (the optimizer updates them in place).
+        kept = recent.get(object_id)
+        return object_id, kept if kept is not None else bytes(chunk.data)
 
     def _encode(
         self, chunk: _Chunk, base: Base | None, recent: dict[str, bytes]
@@ -201,14 +206,14 @@ class CheckpointWriter:
     ) -> _Written:
         """Store every chunk the store lacks, as a delta where that pays."""
         chunks = self._cut(leaves)
-        hashed = list(self.pool.map(self._hash, chunks))
+        recent = self.recent.for_parent(branch, parent)
+        hashed = list(self.pool.map(lambda c: self._hash(c, recent), chunks))
         ids = [object_id for object_id, _ in hashed]
         recent_next = {object_id: copy for object_id, copy in hashed if copy is not None}
         del hashed
         with read_transaction(self.engine) as conn:
             known = set(queries.object_depths(conn, set(ids)))
         plan = self._plan(leaves, chunks, parent)
-        recent = self.recent.for_parent(branch, parent)
 
         todo: dict[str, _Chunk] = {}
         for chunk, object_id in zip(chunks, ids, strict=True):
