@@ -1,36 +1,64 @@
 """Which chunk a new chunk is stored as a delta against, and where its bytes come from.
 
-The base of chunk ``i`` of entry ``path`` is chunk ``i`` of the same entry in
-the parent checkpoint, when dtype and shape match (docs/format.md).  Delta
-chains are bounded: a chunk whose base already sits ``MAX_DEPTH`` decodes
-deep is stored full (a keyframe), so restoring any version costs at most
-``MAX_DEPTH + 1`` decodes per chunk however long the history grows.
+Deltas are taken against keyframes, not against the parent: the base of
+chunk ``i`` of entry ``path`` is the keyframe behind chunk ``i`` of the same
+entry in the parent checkpoint (the parent's chunk itself when it is stored
+full, else the full chunk it is a delta of), when dtype and shape match.
+Every delta is one decode away from a full object, so restoring any version
+costs at most two decodes per chunk however long the history grows
+(docs/decisions.md has the measurement against parent chains).
 
-A save reads its bases from :class:`RecentChunks`, the raw bytes this process
-saved last on the branch, so a training loop never reads its parent back from
-disk; only the first save after a restart decodes the parent's chunks.
+An entry starts a new keyframe (stores its chunks full) when its deciding
+chunk's delta is no smaller than the full encoding, or has grown past
+``REKEY_FRACTION`` of the keyframe's own stored size: the weights have
+drifted far enough that a fresh keyframe pays for itself over the next saves.
+
+A save reads its bases from :class:`RecentChunks`, the keyframes' raw bytes
+this process kept, so a training loop never reads its bases back from disk
+and copies a chunk only when it becomes a keyframe; only the first save after
+a restart decodes its keyframes from the store.
 """
 
 from __future__ import annotations
 
+import mmap
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deltastore.arrays import ArrayBytes
-from deltastore.catalog.queries import EntryChunks
+from deltastore.catalog.queries import EntryChunks, ObjectLink
 
-#: Longest delta chain a writer creates (see docs/design-delta.md for the measurement).
-MAX_DEPTH = 8
+#: A delta larger than this fraction of its keyframe's stored size starts a new keyframe.
+REKEY_FRACTION = 0.8
 #: Entries smaller than this are stored full: a delta would save a few bytes at
 #: the cost of a base lookup, and a copy kept in memory.
 MIN_DELTA_BYTES = 4096
+#: Chunk buffers mapped at once for base copies (64 MiB at the default chunk size).
+SLAB_CHUNKS = 64
 
 
 @dataclass(frozen=True)
 class Base:
-    id: str
-    depth: int
+    id: str  # a keyframe: a chunk stored full
+    stored_bytes: int  # its size in the store, the yardstick for re-keying
+
+
+def keyframe_of(object_id: str, links: Mapping[str, ObjectLink]) -> str | None:
+    """The full object a new delta of this chunk's position would use, if any.
+
+    None for an unknown object and for a chunk deeper in an old parent chain
+    (stores written before keyframes): such a position starts a new keyframe.
+    """
+    link = links.get(object_id)
+    if link is None:
+        return None
+    if link.base_id is None:
+        return object_id
+    base = links.get(link.base_id)
+    if base is not None and base.base_id is None:
+        return link.base_id
+    return None
 
 
 def delta_eligible(arr: ArrayBytes) -> bool:
@@ -42,9 +70,12 @@ def plan_bases(
     leaves: Sequence[tuple[str, ArrayBytes]],
     chunk_counts: Sequence[int],
     parent: dict[str, EntryChunks],
-    depths: dict[str, int],
+    links: Mapping[str, ObjectLink],
 ) -> list[list[Base | None]]:
-    """For every chunk of every leaf, its delta base (or None for a full object)."""
+    """For every chunk of every leaf, its delta base (or None for a full object).
+
+    ``links`` describes the parent's chunks and their bases (the catalog's view).
+    """
     plan: list[list[Base | None]] = []
     for (path, arr), count in zip(leaves, chunk_counts, strict=True):
         before = parent.get(path)
@@ -58,21 +89,70 @@ def plan_bases(
             plan.append([None] * count)
             continue
         row: list[Base | None] = []
-        for base_id in before.chunk_ids:
-            depth = depths.get(base_id)
-            row.append(None if depth is None or depth >= MAX_DEPTH else Base(base_id, depth))
+        for parent_chunk in before.chunk_ids:
+            key = keyframe_of(parent_chunk, links)
+            row.append(None if key is None else Base(key, links[key].stored_bytes))
         plan.append(row)
     return plan
+
+
+#: A kept copy of a chunk: a view of a recycled buffer, or bytes for a short tail chunk.
+Kept = memoryview | bytes
+
+
+class BaseCopies:
+    """Chunk-sized buffers, recycled from one save to the next, for the copies kept as bases.
+
+    A copy into fresh memory page-faults on every 4 KiB: measured here, ~1.2 ms
+    per MiB, more than hashing and compressing the chunk together.  So buffers
+    come in slabs mapped with MAP_POPULATE (half the cost of faulting them in
+    one by one), and a training loop, which replaces its bases at every save,
+    reuses the buffers the last save's copies displaced: the writer holds at
+    most two copies of its delta-eligible state and maps memory only while it
+    grows.  Callers serialize saves (the writer's lock), so a buffer is
+    recycled only once the save that read it has finished.
+    """
+
+    def __init__(self, chunk_size: int, slab_chunks: int = SLAB_CHUNKS) -> None:
+        self.chunk_size = chunk_size
+        self.slab_chunks = slab_chunks
+        self._lock = threading.Lock()
+        self._free: list[memoryview] = []
+        self._ours: set[int] = set()  # id() of every buffer handed out, to recycle only those
+
+    def _grow(self) -> None:
+        size = self.chunk_size * self.slab_chunks
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+        slab = memoryview(mmap.mmap(-1, size, flags=flags))
+        views = [slab[i : i + self.chunk_size] for i in range(0, size, self.chunk_size)]
+        self._ours.update(id(v) for v in views)
+        self._free.extend(views)
+
+    def copy(self, data: memoryview) -> Kept:
+        if len(data) != self.chunk_size:
+            return bytes(data)  # a short tail chunk
+        with self._lock:
+            if not self._free:
+                self._grow()
+            view = self._free.pop()
+        view[:] = data
+        return view
+
+    def recycle(self, kept: Iterable[Kept]) -> None:
+        """Take back the buffers of copies nobody will read again."""
+        with self._lock:
+            self._free.extend(k for k in kept if isinstance(k, memoryview) and id(k) in self._ours)
 
 
 class RecentChunks:
     """Raw bytes of the delta-eligible chunks last saved on each branch by this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, copies: BaseCopies) -> None:
+        self.copies = copies
         self._lock = threading.Lock()
-        self._by_branch: dict[str, tuple[str, dict[str, bytes]]] = {}
+        self._by_branch: dict[str, tuple[str, dict[str, Kept]]] = {}
 
-    def for_parent(self, branch: str, parent_id: str | None) -> dict[str, bytes]:
+    def for_parent(self, branch: str, parent_id: str | None) -> dict[str, Kept]:
         """The cached chunks if they are the parent's, else an empty dict."""
         with self._lock:
             cached = self._by_branch.get(branch)
@@ -80,9 +160,14 @@ class RecentChunks:
             return {}
         return cached[1]
 
-    def remember(self, branch: str, checkpoint_id: str, chunks: dict[str, bytes]) -> None:
+    def remember(self, branch: str, checkpoint_id: str, chunks: dict[str, Kept]) -> None:
+        """Keep ``chunks`` as the branch's bases; recycle the copies they replace."""
         with self._lock:
+            before = self._by_branch.get(branch)
             self._by_branch[branch] = (checkpoint_id, chunks)
+        if before is not None:
+            still_used = {id(k) for k in chunks.values()}
+            self.copies.recycle(k for k in before[1].values() if id(k) not in still_used)
 
     def forget(self, branch: str) -> None:
         with self._lock:

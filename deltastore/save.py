@@ -13,6 +13,7 @@ kernel, the compressors and file I/O all release the GIL.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, wait
@@ -28,7 +29,16 @@ from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction, write_transaction
 from deltastore.chunking import chunk_bounds, plane_width
 from deltastore.codecs.header import HEAD_BYTES, peek_base_id
-from deltastore.delta import Base, RecentChunks, delta_eligible, plan_bases
+from deltastore.delta import (
+    REKEY_FRACTION,
+    Base,
+    BaseCopies,
+    Kept,
+    RecentChunks,
+    delta_eligible,
+    keyframe_of,
+    plan_bases,
+)
 from deltastore.errors import ConcurrentUpdateError, UnsupportedTypeError
 from deltastore.ids import digest
 from deltastore.info import CheckpointInfo, datetime_from_us
@@ -52,13 +62,33 @@ class _Chunk:
     keep: bool  # keep a copy as the next save's delta base
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One chunk's work, with what its task needs to know about its entry."""
+
+    chunk: _Chunk
+    base: Base | None  # planned delta base
+    decision: Future[bool] | None  # the entry's delta-or-full decision
+    decides: bool  # this chunk makes that decision
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    object_id: str
+    new: queries.NewObject | None  # the object this save wrote
+    kept_id: str | None  # the keyframe the next save will diff this position against
+    kept: Kept | None  # its raw bytes, when this process has them
+    on_disk: bool  # not written: an object file of that id exists, maybe uncatalogued
+    raw_bytes: int
+
+
 @dataclass
 class _Written:  # mutable: new_objects is corrected after the writes land
     """What write_chunks did: chunk ids per entry, objects added, bases for the next save."""
 
     chunk_ids: list[list[str]]
     new_objects: list[queries.NewObject]
-    recent: dict[str, bytes]
+    recent: dict[str, Kept]
 
 
 def validate_inputs(message: str, step: int | None, metrics: Any) -> dict[str, float | int]:
@@ -109,7 +139,11 @@ class CheckpointWriter:
         self.chunk_size = chunk_size
         self.codec = codec
         self.delta = delta
-        self.recent = RecentChunks()
+        self.copies = BaseCopies(chunk_size)
+        self.recent = RecentChunks(self.copies)
+        self._claim_lock = threading.Lock()
+        # One save at a time per writer: the base copies are recycled between saves.
+        self._save_lock = threading.Lock()
 
     # -- chunks ---------------------------------------------------------------------------------
 
@@ -122,80 +156,145 @@ class CheckpointWriter:
                 chunks.append(_Chunk(i, n, arr.data[start:stop], width, keep))
         return chunks
 
-    @staticmethod
-    def _hash(chunk: _Chunk, recent: dict[str, bytes]) -> tuple[str, bytes | None]:
-        object_id = digest(chunk.data).hex()
-        if not chunk.keep:
-            return object_id, None
-        # Unchanged since the parent: share its copy.  Otherwise copy now, while the
-        # caller's tensors are guaranteed unchanged (the optimizer updates them in place).
-        kept = recent.get(object_id)
-        return object_id, kept if kept is not None else bytes(chunk.data)
-
     def _encode(
-        self, chunk: _Chunk, base: Base | None, recent: dict[str, bytes]
-    ) -> tuple[bytes, Base | None]:
+        self, chunk: _Chunk, base: Base | None, recent: dict[str, Kept], slot: int = 0
+    ) -> list[bytes | memoryview]:
         if base is None:
-            return codecs.encode(chunk.data, chunk.width, codec=self.codec), None
+            return codecs.encode_parts(chunk.data, chunk.width, codec=self.codec, slot=slot)
         base_bytes = recent.get(base.id)
         if base_bytes is None:
             base_bytes = self.load_chunk(base.id)
-        encoded = codecs.encode(
+        return codecs.encode_parts(
             chunk.data,
             chunk.width,
             codec=self.codec,
             base=base_bytes,
             base_id=bytes.fromhex(base.id),
+            slot=slot,
         )
-        return encoded, base
 
     def _put(
-        self, chunk: _Chunk, object_id: str, encoded: bytes, base: Base | None
+        self, chunk: _Chunk, object_id: str, parts: list[bytes | memoryview], base: Base | None
     ) -> queries.NewObject:
-        self.objects.put_if_absent(object_id, encoded)
+        self.objects.put_parts(object_id, parts)
         return queries.NewObject(
             object_id,
             codecs.Kind.CHUNK,
             len(chunk.data),
-            len(encoded),
+            sum(len(p) for p in parts),
             base.id if base else None,
-            base.depth + 1 if base else 0,
+            1 if base else 0,
         )
 
-    def _store_chunk(
-        self, chunk: _Chunk, object_id: str, base: Base | None, recent: dict[str, bytes]
-    ) -> queries.NewObject:
-        encoded, used = self._encode(chunk, base, recent)
-        return self._put(chunk, object_id, encoded, used)
-
     def _store_choosing(
-        self, chunk: _Chunk, object_id: str, base: Base, recent: dict[str, bytes]
+        self, chunk: _Chunk, object_id: str, base: Base, recent: dict[str, Kept]
     ) -> tuple[queries.NewObject, bool]:
-        """Encode with and without the base, keep the smaller; say whether the delta won.
+        """Encode with and without the base, keep the better; say whether the delta won.
 
         XOR helps where values drift slowly (weights, Adam's second moment) and
-        hurts where they do not (Adam's first moment): one chunk decides for its entry.
+        hurts where they do not (Adam's first moment): one chunk decides for its
+        entry.  A delta that has grown past REKEY_FRACTION of its keyframe loses
+        too: the entry starts a new keyframe (delta.py).
         """
-        delta, _ = self._encode(chunk, base, recent)
-        full, _ = self._encode(chunk, None, recent)
-        if len(delta) < len(full):
+        delta = self._encode(chunk, base, recent, slot=1)
+        full = self._encode(chunk, None, recent, slot=0)
+        delta_size = sum(len(p) for p in delta)
+        if delta_size < sum(len(p) for p in full) and delta_size <= REKEY_FRACTION * max(
+            base.stored_bytes, 1
+        ):
             return self._put(chunk, object_id, delta, base), True
         return self._put(chunk, object_id, full, None), False
 
+    def _process(
+        self,
+        job: _Job,
+        links: dict[str, queries.ObjectLink],
+        claimed: set[str],
+        recent: dict[str, Kept],
+    ) -> _Outcome:
+        """Hash one chunk; if the store lacks it, encode and write it; keep its keyframe.
+
+        A decider always settles its entry's decision, so the chunks waiting on
+        it cannot hang (they were queued after it, so it is running or done).
+        """
+        try:
+            chunk = job.chunk
+            size = len(chunk.data)
+            object_id = digest(chunk.data).hex()
+            with self._claim_lock:
+                first = object_id not in claimed
+                claimed.add(object_id)
+            if object_id in links or not first:
+                key = keyframe_of(object_id, links) if chunk.keep else None
+                kept = recent.get(key) if key else None
+                return _Outcome(object_id, None, key, kept, False, size)
+            if self.objects.exists(object_id):
+                return _Outcome(object_id, None, None, None, True, size)
+            if job.decides:
+                assert job.base is not None and job.decision is not None
+                new, won = self._store_choosing(chunk, object_id, job.base, recent)
+                job.decision.set_result(won)
+            else:
+                use_base = job.decision is not None and job.decision.result()
+                parts = self._encode(chunk, job.base if use_base else None, recent)
+                new = self._put(chunk, object_id, parts, job.base if use_base else None)
+            if not chunk.keep:
+                return _Outcome(object_id, new, None, None, False, size)
+            key = new.base_id or object_id
+            kept = recent.get(key)
+            if kept is None and key == object_id:
+                # A new keyframe: copy it now, while the caller's tensors are unchanged
+                # (the optimizer updates them in place once save returns).
+                kept = self.copies.copy(chunk.data)
+            return _Outcome(object_id, new, key, kept, False, size)
+        except BaseException as exc:
+            if job.decides and job.decision is not None and not job.decision.done():
+                job.decision.set_exception(exc)
+            raise
+        finally:
+            if job.decides and job.decision is not None and not job.decision.done():
+                job.decision.set_result(True)  # unchanged: its delta, if any, stays
+
     def _plan(
         self, leaves: Sequence[tuple[str, ArrayBytes]], chunks: list[_Chunk], parent: str | None
-    ) -> list[list[Base | None]]:
+    ) -> tuple[list[list[Base | None]], dict[str, queries.ObjectLink]]:
+        """Each chunk's planned base, and what the catalog knows of the parent's chunks.
+
+        The links cover the parent's chunks and their bases: every chunk of this
+        save found among them is known to the catalog and is not written again.
+        """
         counts = [0] * len(leaves)
         for chunk in chunks:
             counts[chunk.entry] += 1
-        if not self.delta or parent is None:
-            return [[None] * n for n in counts]
+        if parent is None:
+            return [[None] * n for n in counts], {}
         with read_transaction(self.engine) as conn:
             before = queries.entry_chunks_of(conn, parent)
-            depths = queries.object_depths(
+            links = queries.object_links(
                 conn, {cid for entry in before.values() for cid in entry.chunk_ids}
             )
-        return plan_bases(leaves, counts, before, depths)
+            bases = {link.base_id for link in links.values() if link.base_id} - links.keys()
+            links.update(queries.object_links(conn, bases))
+        if not self.delta:
+            return [[None] * n for n in counts], links
+        return plan_bases(leaves, counts, before, links), links
+
+    def _jobs(self, chunks: list[_Chunk], plan: list[list[Base | None]]) -> list[_Job]:
+        """One job per chunk; the first chunk with a base in each entry decides for the entry."""
+        deciders: dict[int, int] = {}
+        for chunk in chunks:
+            if plan[chunk.entry][chunk.index] is not None:
+                deciders.setdefault(chunk.entry, chunk.index)
+        decisions: dict[int, Future[bool]] = {entry: Future() for entry in deciders}
+        return [
+            _Job(
+                chunk,
+                plan[chunk.entry][chunk.index],
+                decisions.get(chunk.entry),
+                deciders.get(chunk.entry) == chunk.index,
+            )
+            for chunk in chunks
+        ]
 
     def write_chunks(
         self,
@@ -204,59 +303,50 @@ class CheckpointWriter:
         parent: str | None,
         progress: Progress | None,
     ) -> _Written:
-        """Store every chunk the store lacks, as a delta where that pays."""
-        chunks = self._cut(leaves)
-        recent = self.recent.for_parent(branch, parent)
-        hashed = list(self.pool.map(lambda c: self._hash(c, recent), chunks))
-        ids = [object_id for object_id, _ in hashed]
-        recent_next = {object_id: copy for object_id, copy in hashed if copy is not None}
-        del hashed
-        with read_transaction(self.engine) as conn:
-            known = set(queries.object_depths(conn, set(ids)))
-        plan = self._plan(leaves, chunks, parent)
+        """Store every chunk the store lacks, as a delta where that pays.
 
-        todo: dict[str, _Chunk] = {}
-        for chunk, object_id in zip(chunks, ids, strict=True):
-            if object_id in known:
-                if progress:
-                    progress(len(chunk.data))
-            else:
-                todo.setdefault(object_id, chunk)
-        # Wave 1: the first new chunk of each entry that has a base decides delta or full.
-        deciders: dict[int, tuple[str, _Chunk, Base]] = {}
-        for object_id, chunk in todo.items():
-            base = plan[chunk.entry][chunk.index]
-            if base is not None and chunk.entry not in deciders:
-                deciders[chunk.entry] = (object_id, chunk, base)
-        entries = list(deciders)
-        choices = _gather(
-            [
-                self.pool.submit(self._store_choosing, c, i, base, recent)
-                for i, c, base in deciders.values()
-            ]
-        )
-        use_delta = {entry: won for entry, (_, won) in zip(entries, choices, strict=True)}
-        new_objects = [new for new, _ in choices]
-        if progress:
-            progress(sum(new.raw_bytes for new in new_objects))
-        # Wave 2: everything else, following its entry's decision.
-        decided = {object_id for object_id, _, _ in deciders.values()}
-        rest = [
-            self.pool.submit(
-                self._store_chunk,
-                c,
-                i,
-                plan[c.entry][c.index] if use_delta.get(c.entry) else None,
-                recent,
-            )
-            for i, c in todo.items()
-            if i not in decided
-        ]
-        new_objects.extend(_gather(rest, progress))
+        Each chunk is one task: hash, skip it if the store has it, else encode
+        and write it, so the disk is busy from the first chunk on.  Deciders are
+        queued first: a task waiting for its entry's decision only ever waits
+        for a task that is already running.
+        """
+        chunks = self._cut(leaves)
+        plan, links = self._plan(leaves, chunks, parent)
+        jobs = self._jobs(chunks, plan)
+        recent = self.recent.for_parent(branch, parent)
+        claimed: set[str] = set()
+        order = sorted(range(len(jobs)), key=lambda k: not jobs[k].decides)  # stable
+        futures: dict[int, Future[_Outcome]] = {
+            k: self.pool.submit(self._process, jobs[k], links, claimed, recent) for k in order
+        }
+        outcomes = _gather([futures[k] for k in range(len(jobs))], progress, lambda o: o.raw_bytes)
+        new_objects = [o.new for o in outcomes if o.new is not None]
+        new_objects.extend(self._uncatalogued(outcomes, chunks))
         per_entry: list[list[str]] = [[] for _ in leaves]
-        for chunk, object_id in zip(chunks, ids, strict=True):
-            per_entry[chunk.entry].append(object_id)
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            per_entry[chunk.entry].append(outcome.object_id)
+        recent_next = {o.kept_id: o.kept for o in outcomes if o.kept_id and o.kept is not None}
         return _Written(per_entry, new_objects, recent_next)
+
+    def _uncatalogued(
+        self, outcomes: list[_Outcome], chunks: list[_Chunk]
+    ) -> list[queries.NewObject]:
+        """Objects found on disk that the catalog does not know (a dead save's): record them.
+
+        Their size and base are read back from the file by :meth:`_as_stored`.
+        """
+        sizes = {
+            o.object_id: len(c.data) for o, c in zip(outcomes, chunks, strict=True) if o.on_disk
+        }
+        if not sizes:
+            return []
+        with read_transaction(self.engine) as conn:
+            known = queries.object_depths(conn, set(sizes))
+        return [
+            queries.NewObject(object_id, codecs.Kind.CHUNK, raw, -1, None, 0)
+            for object_id, raw in sizes.items()
+            if object_id not in known
+        ]
 
     def _as_stored(self, objects: list[queries.NewObject]) -> list[queries.NewObject]:
         """Describe each object as it is on disk, not as this save encoded it.
@@ -275,9 +365,7 @@ class CheckpointWriter:
                 result.append(new)
                 continue
             depth = self._depth(base_id)
-            result.append(
-                queries.NewObject(new.id, new.kind, new.raw_bytes, size, base_id, depth)
-            )
+            result.append(queries.NewObject(new.id, new.kind, new.raw_bytes, size, base_id, depth))
         return result
 
     def _depth(self, base_id: str | None) -> int:
@@ -304,6 +392,21 @@ class CheckpointWriter:
         step: int | None,
         metrics: dict[str, float | int],
         progress: Progress | None = None,
+    ) -> CheckpointInfo:
+        with self._save_lock:
+            return self._save(
+                flat, branch=branch, message=message, step=step, metrics=metrics, progress=progress
+            )
+
+    def _save(
+        self,
+        flat: tree.FlatState,
+        *,
+        branch: str,
+        message: str,
+        step: int | None,
+        metrics: dict[str, float | int],
+        progress: Progress | None,
     ) -> CheckpointInfo:
         with read_transaction(self.engine) as conn:
             head = queries.get_ref(conn, branch)
@@ -386,7 +489,11 @@ class CheckpointWriter:
         raise ConcurrentUpdateError(branch, MAX_COMMIT_ATTEMPTS)
 
 
-def _gather(futures: list[Future[T]], progress: Progress | None = None) -> list[T]:
+def _gather(
+    futures: list[Future[T]],
+    progress: Progress | None = None,
+    weigh: Callable[[T], int] | None = None,
+) -> list[T]:
     """Results in order; on the first error cancel the rest and wait for the running ones.
 
     Waiting matters: a task still running after the save gave up could leave
@@ -397,8 +504,8 @@ def _gather(futures: list[Future[T]], progress: Progress | None = None) -> list[
         for future in futures:
             result = future.result()
             results.append(result)
-            if progress and isinstance(result, queries.NewObject):
-                progress(result.raw_bytes)
+            if progress and weigh:
+                progress(weigh(result))
     except BaseException:
         for future in futures:
             future.cancel()

@@ -210,7 +210,9 @@ def test_fixture_covers_deltas_chains_sharing_and_both_codecs(saved: Saved) -> N
         for oid in chunk_ids
     }
     assert set(ids) == referenced == set(saved.labels())  # each file: a manifest or a chunk
-    assert max(len(saved.chain(oid)) for oid in ids) >= 3  # a delta of a delta
+    # Writers chain at most one delta onto a keyframe; deeper chains of older
+    # stores are read (bit-exactly) by the golden store's tests.
+    assert max(len(saved.chain(oid)) for oid in ids) == 2
     third = list(saved.states)[-1]
     assert saved.chunks[third]["zeros"][0] == saved.chunks[third]["zeros"][1]
     assert len(saved.chunks[third]["model/w"]) == 3
@@ -222,6 +224,23 @@ def test_fixture_covers_deltas_chains_sharing_and_both_codecs(saved: Saved) -> N
         transforms.add(header.transform)
     assert {codecs.PlaneCodec.LZ4, codecs.PlaneCodec.ZSTD, codecs.PlaneCodec.ZERO} <= plane_codecs
     assert transforms == set(Transform)
+
+
+def _still_decodes(saved: Saved, object_id: str, data: bytes) -> bool:
+    """True when ``data`` decodes, verified, to the bytes ``object_id`` names."""
+    try:
+        header = codecs.read_header(data, object_id)
+        if header.kind == codecs.Kind.MANIFEST:
+            codecs.decode(data, object_id)
+            return True
+        base = None
+        if header.base_id is not None:
+            base = saved.store._reader.read_chunk(header.base_id.hex())
+        out = bytearray(header.raw_length)
+        codecs.decode_into(data, object_id, memoryview(out), base=base)
+    except deltastore.CorruptObjectError:
+        return False
+    return True
 
 
 def test_every_flipped_byte_is_detected_and_located(fresh: Saved) -> None:
@@ -238,9 +257,10 @@ def test_every_flipped_byte_is_detected_and_located(fresh: Saved) -> None:
             damaged = bytearray(original)
             damaged[position] ^= 1 << bit
             _rewrite(path, bytes(damaged))
-            # An untransformed object ignores its element width, and reads the same as
-            # planes of width 1: flipping those two bytes may leave a valid object.
-            benign = header.transform == Transform.NONE and position in (6, 7)
+            # Some flips leave a valid object: an untransformed object ignores its element
+            # width, and an LZ4 match offset may move within a run of equal bytes.  Those
+            # may load, bit-exact; every other flip must be detected and located.
+            benign = _still_decodes(fresh, object_id, bytes(damaged))
             assert_detected(fresh, {object_id}, may_survive=benign)
         _rewrite(path, original)
     for checkpoint_id, state in fresh.states.items():

@@ -253,7 +253,7 @@ def test_objects_left_by_a_killed_save_are_catalogued_as_they_are_on_disk(
     finds X present, skips the write -- and records in the catalog the
     encoding it *would* have written: no base, depth 0, its own size.  The
     catalog then hides that X needs B (gc may delete B and lose X; chains can
-    grow past MAX_DEPTH unseen) and stats report bytes that are not on disk.
+    grow deeper than one delta unseen) and stats report bytes that are not on disk.
     """
     w0 = _trained_weights()
     w1 = w0 + torch.randn(512, 1024, generator=torch.Generator().manual_seed(1)) * 1e-4

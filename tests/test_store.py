@@ -244,16 +244,16 @@ def test_full_disk_raises_storage_error_and_records_nothing(
     import errno
 
     first = store.save({"w": trained_like((64, 64))})
-    real_write = os.write
+    real_writev = os.writev
     calls = [0]
 
-    def filling_write(fd: int, data: bytes | memoryview) -> int:
+    def filling_writev(fd: int, buffers: list[memoryview]) -> int:
         calls[0] += 1
         if fd > 2 and calls[0] > 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
+        return real_writev(fd, buffers)
 
-    monkeypatch.setattr(os, "write", filling_write)
+    monkeypatch.setattr(os, "writev", filling_writev)
     with pytest.raises(deltastore.StorageError, match="No space left on device") as info:
         store.save({f"w{i}": trained_like((256, 1024), seed=i) for i in range(6)})
     monkeypatch.undo()

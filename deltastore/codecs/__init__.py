@@ -4,7 +4,15 @@ It knows nothing of the catalog, the object store or checkpoints: it turns
 raw bytes into self-describing objects and back.
 """
 
-from deltastore.codecs.chunk import CODECS, DEFAULT_CODEC, decode, decode_into, encode, read_header
+from deltastore.codecs.chunk import (
+    CODECS,
+    DEFAULT_CODEC,
+    decode,
+    decode_into,
+    encode,
+    encode_parts,
+    read_header,
+)
 from deltastore.codecs.header import Header, Kind, PlaneCodec, Transform
 
 __all__ = [
@@ -17,5 +25,6 @@ __all__ = [
     "decode",
     "decode_into",
     "encode",
+    "encode_parts",
     "read_header",
 ]

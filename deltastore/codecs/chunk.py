@@ -56,12 +56,12 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         self.zstd_c = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False)
         self.zstd_d = zstandard.ZstdDecompressor()
-        self.scratch = bytearray()
+        self.scratch = [bytearray(), bytearray()]
 
-    def scratch_view(self, size: int) -> memoryview:
-        if len(self.scratch) < size:
-            self.scratch = bytearray(size)
-        return memoryview(self.scratch)[:size]
+    def scratch_view(self, size: int, slot: int) -> memoryview:
+        if len(self.scratch[slot]) < size:
+            self.scratch[slot] = bytearray(size)
+        return memoryview(self.scratch[slot])[:size]
 
 
 _state = _ThreadState()
@@ -85,19 +85,45 @@ def _compress_plane(plane: memoryview, codec: str) -> tuple[PlaneCodec, bytes | 
     return tag, packed
 
 
+#: Scratch slots of :func:`encode_parts`: one thread may hold two encodings at once.
+SCRATCH_SLOTS = 2
+
+
 def encode(
     raw: memoryview | bytes,
     element_width: int,
     *,
     kind: Kind = Kind.CHUNK,
     codec: str = DEFAULT_CODEC,
-    base: memoryview | bytes | None = None,
+    base: memoryview | bytes | bytearray | None = None,
     base_id: bytes | None = None,
 ) -> bytes:
     """Encode ``raw`` into a self-describing object.
 
     With ``base`` (the same-sized raw bytes of ``base_id``) the object is a
     delta: the XOR of the two, split into planes.
+    """
+    return b"".join(
+        encode_parts(raw, element_width, kind=kind, codec=codec, base=base, base_id=base_id)
+    )
+
+
+def encode_parts(
+    raw: memoryview | bytes,
+    element_width: int,
+    *,
+    kind: Kind = Kind.CHUNK,
+    codec: str = DEFAULT_CODEC,
+    base: memoryview | bytes | bytearray | None = None,
+    base_id: bytes | None = None,
+    slot: int = 0,
+) -> list[bytes | memoryview]:
+    """:func:`encode`, as the pieces of the object in order, for a vectored write.
+
+    Raw planes are views of this thread's scratch ``slot`` and stay valid only
+    until the thread's next encoding into the same slot: joining a ~1 MiB object
+    would take fresh memory for every chunk, and page faults cost more here
+    than the compression (benchmarks/README.md).
     """
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; choose one of {CODECS}")
@@ -115,7 +141,7 @@ def encode(
     if transform == Transform.NONE:
         planes = [raw]
     else:
-        split = _state.scratch_view(len(raw))
+        split = _state.scratch_view(len(raw), slot)
         split_planes(raw, split, element_width, base)
         n = len(raw) // element_width
         planes = [split[p * n : (p + 1) * n] for p in range(element_width)]
@@ -128,7 +154,7 @@ def encode(
     header = pack_header(
         kind, transform, element_width, len(raw), base_id if base is not None else None, records
     )
-    return b"".join([header, *payloads])
+    return [header, *payloads]
 
 
 def read_header(obj: bytes | memoryview, object_id: str) -> Header:

@@ -9,7 +9,10 @@ without touching the rest.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+
+#: Anything a vectored write takes: the pieces of one object, in order.
+Buffer = bytes | bytearray | memoryview
 
 
 class ObjectStore(ABC):
@@ -26,6 +29,14 @@ class ObjectStore(ABC):
         The write may complete in the background: only after :meth:`flush`
         returns is every object put before it durable and readable.
         """
+
+    def put_parts(self, object_id: str, parts: Sequence[Buffer]) -> int:
+        """:meth:`put_if_absent` of the concatenation of ``parts``.
+
+        The parts are read before this returns (the caller may reuse them);
+        backends that can write them without joining them first should.
+        """
+        return self.put_if_absent(object_id, b"".join(parts))
 
     def read_head(self, object_id: str, size: int) -> bytes:
         """The first ``size`` bytes of an object (its header); backends may read less."""

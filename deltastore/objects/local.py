@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
 from deltastore.errors import CorruptObjectError, StorageError
 from deltastore.ids import is_full_id
-from deltastore.objects.base import ObjectStore
+from deltastore.objects.base import Buffer, ObjectStore
 
 FANOUT_DIRS = [f"{i:02x}" for i in range(256)]
 TMP_PREFIX = ".tmp-"
@@ -33,6 +33,8 @@ SYNC_THREADS = 4
 #: Writes awaiting fsync at most: bounds open files (and dirty memory) when the
 #: disk is slower than the encoders; put_if_absent waits for a free slot.
 MAX_IN_FLIGHT = 64
+#: Most buffers one writev takes (POSIX guarantees at least 16; Linux takes 1024).
+_IOV_MAX = 16
 
 
 def _fsync_dir(path: Path) -> None:
@@ -41,6 +43,20 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, parts: Sequence[Buffer]) -> int:
+    """writev every part, resuming after short writes; return the bytes written."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    total = sum(len(v) for v in views)
+    while views:
+        done = os.writev(fd, views[:_IOV_MAX])
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if views and done:
+            views[0] = views[0][done:]
+    return total
 
 
 class LocalObjectStore(ObjectStore):
@@ -91,6 +107,9 @@ class LocalObjectStore(ObjectStore):
             raise CorruptObjectError(object_id, "object is missing") from None
 
     def put_if_absent(self, object_id: str, data: bytes) -> int:
+        return self.put_parts(object_id, [data])
+
+    def put_parts(self, object_id: str, parts: Sequence[Buffer]) -> int:
         """Write to a temp file now; fsync and rename it on the I/O pool (see :meth:`flush`)."""
         target = self.path(object_id)
         if target.exists():
@@ -101,9 +120,7 @@ class LocalObjectStore(ObjectStore):
         self._in_flight.acquire()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            size = _write_all(fd, parts)
         except OSError as exc:
             if fd >= 0:
                 os.close(fd)
@@ -112,11 +129,11 @@ class LocalObjectStore(ObjectStore):
             raise StorageError(f"write object {object_id[:16]} to {self.root}", exc) from exc
         if not self.durable:
             self._finish(fd, tmp, target, object_id)
-            return len(data)
+            return size
         future = self._sync_pool.submit(self._finish, fd, tmp, target, object_id)
         with self._lock:
             self._pending.append(future)
-        return len(data)
+        return size
 
     def _finish(self, fd: int, tmp: Path, target: Path, object_id: str) -> None:
         """fsync, close and rename into place: the object exists only once it is durable."""
