@@ -10,11 +10,13 @@
 
 from deltastore.errors import (
     AmbiguousRefError,
+    AsyncSaveError,
     ConcurrentUpdateError,
     CorruptObjectError,
     DeltastoreError,
     EntryNotFoundError,
     InvalidRefNameError,
+    RefExistsError,
     RefNotFoundError,
     SchemaVersionError,
     StorageError,
@@ -24,18 +26,23 @@ from deltastore.errors import (
 )
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.store import Store, init, open
+from deltastore.training import CheckpointManager, KeepPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousRefError",
+    "AsyncSaveError",
     "CheckpointInfo",
+    "CheckpointManager",
     "ConcurrentUpdateError",
     "CorruptObjectError",
     "DeltastoreError",
     "EntryInfo",
     "EntryNotFoundError",
     "InvalidRefNameError",
+    "KeepPolicy",
+    "RefExistsError",
     "RefNotFoundError",
     "SchemaVersionError",
     "StorageError",

@@ -1,22 +1,15 @@
 """Which chunk a new chunk is stored as a delta against, and where its bytes come from.
 
-Deltas are taken against keyframes, not against the parent: the base of
-chunk ``i`` of entry ``path`` is the keyframe behind chunk ``i`` of the same
-entry in the parent checkpoint (the parent's chunk itself when it is stored
-full, else the full chunk it is a delta of), when dtype and shape match.
-Every delta is one decode away from a full object, so restoring any version
-costs at most two decodes per chunk however long the history grows
-(docs/decisions.md has the measurement against parent chains).
+The base of chunk ``i`` of entry ``path`` is chunk ``i`` of the same entry in
+the parent checkpoint, when dtype and shape match (docs/format.md).  Delta
+chains are short: a chunk whose base already sits ``MAX_DEPTH`` decodes deep
+is stored full (a keyframe), so restoring any version costs at most
+``MAX_DEPTH + 1`` decodes per chunk however long the history grows.  The
+depth trades ratio for restore time; docs/decisions.md has the measurement.
 
-An entry starts a new keyframe (stores its chunks full) when its deciding
-chunk's delta is no smaller than the full encoding, or has grown past
-``REKEY_FRACTION`` of the keyframe's own stored size: the weights have
-drifted far enough that a fresh keyframe pays for itself over the next saves.
-
-A save reads its bases from :class:`RecentChunks`, the keyframes' raw bytes
-this process kept, so a training loop never reads its bases back from disk
-and copies a chunk only when it becomes a keyframe; only the first save after
-a restart decodes its keyframes from the store.
+A save reads its bases from :class:`RecentChunks`, the raw bytes this process
+saved last on the branch, so a training loop never reads its parent back from
+disk; only the first save after a restart decodes the parent's chunks.
 """
 
 from __future__ import annotations
@@ -29,8 +22,8 @@ from dataclasses import dataclass
 from deltastore.arrays import ArrayBytes
 from deltastore.catalog.queries import EntryChunks, ObjectLink
 
-#: A delta larger than this fraction of its keyframe's stored size starts a new keyframe.
-REKEY_FRACTION = 0.8
+#: Longest delta chain a writer creates: a keyframe every MAX_DEPTH + 1 saves of a chunk.
+MAX_DEPTH = 2
 #: Entries smaller than this are stored full: a delta would save a few bytes at
 #: the cost of a base lookup, and a copy kept in memory.
 MIN_DELTA_BYTES = 4096
@@ -40,25 +33,16 @@ SLAB_CHUNKS = 64
 
 @dataclass(frozen=True)
 class Base:
-    id: str  # a keyframe: a chunk stored full
-    stored_bytes: int  # its size in the store, the yardstick for re-keying
+    id: str
+    depth: int
 
 
-def keyframe_of(object_id: str, links: Mapping[str, ObjectLink]) -> str | None:
-    """The full object a new delta of this chunk's position would use, if any.
-
-    None for an unknown object and for a chunk deeper in an old parent chain
-    (stores written before keyframes): such a position starts a new keyframe.
-    """
+def base_for(object_id: str, links: Mapping[str, ObjectLink]) -> Base | None:
+    """``object_id`` as the base of the next version of its chunk, unless its chain is full."""
     link = links.get(object_id)
-    if link is None:
+    if link is None or link.depth >= MAX_DEPTH:
         return None
-    if link.base_id is None:
-        return object_id
-    base = links.get(link.base_id)
-    if base is not None and base.base_id is None:
-        return link.base_id
-    return None
+    return Base(object_id, link.depth)
 
 
 def delta_eligible(arr: ArrayBytes) -> bool:
@@ -74,7 +58,7 @@ def plan_bases(
 ) -> list[list[Base | None]]:
     """For every chunk of every leaf, its delta base (or None for a full object).
 
-    ``links`` describes the parent's chunks and their bases (the catalog's view).
+    ``links`` is what the catalog knows of the parent's chunks.
     """
     plan: list[list[Base | None]] = []
     for (path, arr), count in zip(leaves, chunk_counts, strict=True):
@@ -88,11 +72,7 @@ def plan_bases(
         ):
             plan.append([None] * count)
             continue
-        row: list[Base | None] = []
-        for parent_chunk in before.chunk_ids:
-            key = keyframe_of(parent_chunk, links)
-            row.append(None if key is None else Base(key, links[key].stored_bytes))
-        plan.append(row)
+        plan.append([base_for(chunk_id, links) for chunk_id in before.chunk_ids])
     return plan
 
 

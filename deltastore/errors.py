@@ -230,6 +230,41 @@ class InvalidRefNameError(DeltastoreError, ValueError):
         return (type(self), (self.name, self.reason))
 
 
+class RefExistsError(DeltastoreError, ValueError):
+    """A tag or branch of that name exists already (pass ``force=True`` to move it)."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, kind: str, checkpoint_id: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.checkpoint_id = checkpoint_id
+        super().__init__(
+            f"{kind} {name!r} already exists (at {checkpoint_id[:12]}); use force to move it"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.kind, self.checkpoint_id))
+
+
+class AsyncSaveError(DeltastoreError):
+    """A save running in the background failed; raised at the next call that can report it.
+
+    The background error is chained as ``__cause__`` and kept as ``cause``; the
+    store recorded nothing for that save (failure leaves no trace).
+    """
+
+    exit_code = 10
+
+    def __init__(self, step: int | None, cause: BaseException) -> None:
+        self.step = step
+        self.cause = cause
+        super().__init__(f"the background save of step {step} failed: {cause}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.step, self.cause))
+
+
 class StorageError(DeltastoreError, OSError):
     """The object store could not be written (full disk, permissions, I/O error).
 

@@ -24,19 +24,18 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from deltastore import codecs, tree
+from deltastore import delta as chains
 from deltastore.arrays import ArrayBytes
 from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction, write_transaction
 from deltastore.chunking import chunk_bounds, plane_width
 from deltastore.codecs.header import HEAD_BYTES, peek_base_id
 from deltastore.delta import (
-    REKEY_FRACTION,
     Base,
     BaseCopies,
     Kept,
     RecentChunks,
     delta_eligible,
-    keyframe_of,
     plan_bases,
 )
 from deltastore.errors import ConcurrentUpdateError, UnsupportedTypeError
@@ -76,8 +75,7 @@ class _Job:
 class _Outcome:
     object_id: str
     new: queries.NewObject | None  # the object this save wrote
-    kept_id: str | None  # the keyframe the next save will diff this position against
-    kept: Kept | None  # its raw bytes, when this process has them
+    kept: Kept | None  # the chunk's raw bytes, the next save's base, when worth keeping
     on_disk: bool  # not written: an object file of that id exists, maybe uncatalogued
     raw_bytes: int
 
@@ -183,25 +181,20 @@ class CheckpointWriter:
             len(chunk.data),
             sum(len(p) for p in parts),
             base.id if base else None,
-            1 if base else 0,
+            base.depth + 1 if base else 0,
         )
 
     def _store_choosing(
         self, chunk: _Chunk, object_id: str, base: Base, recent: dict[str, Kept]
     ) -> tuple[queries.NewObject, bool]:
-        """Encode with and without the base, keep the better; say whether the delta won.
+        """Encode with and without the base, keep the smaller; say whether the delta won.
 
         XOR helps where values drift slowly (weights, Adam's second moment) and
-        hurts where they do not (Adam's first moment): one chunk decides for its
-        entry.  A delta that has grown past REKEY_FRACTION of its keyframe loses
-        too: the entry starts a new keyframe (delta.py).
+        hurts where they do not (Adam's first moment): one chunk decides for its entry.
         """
         delta = self._encode(chunk, base, recent, slot=1)
         full = self._encode(chunk, None, recent, slot=0)
-        delta_size = sum(len(p) for p in delta)
-        if delta_size < sum(len(p) for p in full) and delta_size <= REKEY_FRACTION * max(
-            base.stored_bytes, 1
-        ):
+        if sum(len(p) for p in delta) < sum(len(p) for p in full):
             return self._put(chunk, object_id, delta, base), True
         return self._put(chunk, object_id, full, None), False
 
@@ -212,7 +205,7 @@ class CheckpointWriter:
         claimed: set[str],
         recent: dict[str, Kept],
     ) -> _Outcome:
-        """Hash one chunk; if the store lacks it, encode and write it; keep its keyframe.
+        """Hash one chunk; if the store lacks it, encode and write it; keep it as a base.
 
         A decider always settles its entry's decision, so the chunks waiting on
         it cannot hang (they were queued after it, so it is running or done).
@@ -221,15 +214,14 @@ class CheckpointWriter:
             chunk = job.chunk
             size = len(chunk.data)
             object_id = digest(chunk.data).hex()
+            kept = recent.get(object_id) if chunk.keep else None
             with self._claim_lock:
                 first = object_id not in claimed
                 claimed.add(object_id)
             if object_id in links or not first:
-                key = keyframe_of(object_id, links) if chunk.keep else None
-                kept = recent.get(key) if key else None
-                return _Outcome(object_id, None, key, kept, False, size)
+                return _Outcome(object_id, None, kept, False, size)
             if self.objects.exists(object_id):
-                return _Outcome(object_id, None, None, None, True, size)
+                return _Outcome(object_id, None, kept, True, size)
             if job.decides:
                 assert job.base is not None and job.decision is not None
                 new, won = self._store_choosing(chunk, object_id, job.base, recent)
@@ -238,15 +230,13 @@ class CheckpointWriter:
                 use_base = job.decision is not None and job.decision.result()
                 parts = self._encode(chunk, job.base if use_base else None, recent)
                 new = self._put(chunk, object_id, parts, job.base if use_base else None)
-            if not chunk.keep:
-                return _Outcome(object_id, new, None, None, False, size)
-            key = new.base_id or object_id
-            kept = recent.get(key)
-            if kept is None and key == object_id:
-                # A new keyframe: copy it now, while the caller's tensors are unchanged
-                # (the optimizer updates them in place once save returns).
+            if chunk.keep and kept is None and new.depth < chains.MAX_DEPTH:
+                # Copy now, while the caller's tensors are unchanged (the optimizer updates
+                # them in place once save returns).  A chunk at the end of its chain is
+                # not copied: its next version is a keyframe.  Unchanged chunks are not
+                # copied either: a later save that needs one decodes it from the store.
                 kept = self.copies.copy(chunk.data)
-            return _Outcome(object_id, new, key, kept, False, size)
+            return _Outcome(object_id, new, kept, False, size)
         except BaseException as exc:
             if job.decides and job.decision is not None and not job.decision.done():
                 job.decision.set_exception(exc)
@@ -260,8 +250,8 @@ class CheckpointWriter:
     ) -> tuple[list[list[Base | None]], dict[str, queries.ObjectLink]]:
         """Each chunk's planned base, and what the catalog knows of the parent's chunks.
 
-        The links cover the parent's chunks and their bases: every chunk of this
-        save found among them is known to the catalog and is not written again.
+        Every chunk of this save found among the links is known to the catalog
+        and is not written again.
         """
         counts = [0] * len(leaves)
         for chunk in chunks:
@@ -273,8 +263,6 @@ class CheckpointWriter:
             links = queries.object_links(
                 conn, {cid for entry in before.values() for cid in entry.chunk_ids}
             )
-            bases = {link.base_id for link in links.values() if link.base_id} - links.keys()
-            links.update(queries.object_links(conn, bases))
         if not self.delta:
             return [[None] * n for n in counts], links
         return plan_bases(leaves, counts, before, links), links
@@ -325,7 +313,7 @@ class CheckpointWriter:
         per_entry: list[list[str]] = [[] for _ in leaves]
         for chunk, outcome in zip(chunks, outcomes, strict=True):
             per_entry[chunk.entry].append(outcome.object_id)
-        recent_next = {o.kept_id: o.kept for o in outcomes if o.kept_id and o.kept is not None}
+        recent_next = {o.object_id: o.kept for o in outcomes if o.kept is not None}
         return _Written(per_entry, new_objects, recent_next)
 
     def _uncatalogued(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from deltastore import codecs, layout, refs, tree
 from deltastore.catalog import migrate, queries
 from deltastore.catalog.engine import make_engine, read_transaction, write_transaction
 from deltastore.chunking import DEFAULT_CHUNK_SIZE
-from deltastore.errors import CorruptObjectError, RefNotFoundError
+from deltastore.errors import CorruptObjectError, RefExistsError, RefNotFoundError
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.load import CheckpointReader, Progress
 from deltastore.objects import LocalObjectStore, ObjectStore
@@ -202,6 +203,37 @@ class Store:
                 progress=progress,
             )
         return info.id
+
+    # -- refs -----------------------------------------------------------------------------------
+
+    def tag(self, name: str, ref: str = refs.DEFAULT_BRANCH, *, force: bool = False) -> str:
+        """Name the checkpoint ``ref`` points at; return its id.
+
+        An existing tag moves only with ``force`` (RefExistsError otherwise);
+        a branch of that name is never replaced by a tag.
+        """
+        return self._set_ref(name, refs.TAG, ref, force)
+
+    def branch(self, name: str, ref: str = refs.DEFAULT_BRANCH, *, force: bool = False) -> str:
+        """Start branch ``name`` at ``ref``'s checkpoint; return its id."""
+        return self._set_ref(name, refs.BRANCH, ref, force)
+
+    def delete_ref(self, name: str) -> None:
+        """Remove a tag or branch (the checkpoints stay until gc); RefNotFoundError if none."""
+        with write_transaction(self.engine) as conn:
+            if not queries.delete_ref(conn, name):
+                raise RefNotFoundError(name, "no branch or tag of that name")
+
+    def _set_ref(self, name: str, kind: str, ref: str, force: bool) -> str:
+        refs.validate_name(name)
+        with write_transaction(self.engine) as conn:
+            checkpoint_id = refs.resolve(conn, ref)
+            existing = queries.get_ref(conn, name)
+            moved = existing is not None and existing != (kind, checkpoint_id)
+            if existing is not None and moved and (not force or existing[0] != kind):
+                raise RefExistsError(name, existing[0], existing[1])
+            queries.set_ref(conn, name, kind, checkpoint_id, time.time_ns() // 1000)
+        return checkpoint_id
 
     # -- reading --------------------------------------------------------------------------------
 

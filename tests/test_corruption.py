@@ -210,9 +210,7 @@ def test_fixture_covers_deltas_chains_sharing_and_both_codecs(saved: Saved) -> N
         for oid in chunk_ids
     }
     assert set(ids) == referenced == set(saved.labels())  # each file: a manifest or a chunk
-    # Writers chain at most one delta onto a keyframe; deeper chains of older
-    # stores are read (bit-exactly) by the golden store's tests.
-    assert max(len(saved.chain(oid)) for oid in ids) == 2
+    assert max(len(saved.chain(oid)) for oid in ids) >= 3  # a delta of a delta
     third = list(saved.states)[-1]
     assert saved.chunks[third]["zeros"][0] == saved.chunks[third]["zeros"][1]
     assert len(saved.chunks[third]["model/w"]) == 3

@@ -9,7 +9,7 @@ import torch
 from sqlalchemy import text
 
 import deltastore
-from deltastore import save as save_module
+from deltastore import delta
 from deltastore.catalog.engine import read_transaction
 from deltastore.codecs import Transform, read_header
 
@@ -56,10 +56,9 @@ def test_drifting_weights_are_stored_as_deltas_and_noise_is_not(
             assert_same(store.load(f"main~{3 - step}"), drifting_state(step))
 
 
-def test_every_delta_is_one_decode_from_its_keyframe(tmp_path: Path) -> None:
-    """Restore cost does not grow with history: every delta's base is a full object."""
+def test_catalog_records_each_delta_base_and_depth(tmp_path: Path) -> None:
     with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
-        for step in range(1, 12):
+        for step in range(1, 4):
             store.save({"w": drifting_state(step)["w"]})
         rows = {object_id: (base, depth) for object_id, base, depth in object_rows(store)}
         for object_id, (base, depth) in rows.items():
@@ -68,24 +67,25 @@ def test_every_delta_is_one_decode_from_its_keyframe(tmp_path: Path) -> None:
                 assert depth == 0 and header.base_id is None
             else:
                 assert header.base_id is not None and header.base_id.hex() == base
-                assert depth == 1 and rows[base] == (None, 0)
-        assert sum(depth for _, depth in rows.values()) >= 10 * 4  # 4 chunks x 10 later saves
-        first = store.resolve("main~10")
-        keyframes = {base for base, _ in rows.values() if base}
-        assert keyframes <= set(entry_objects(store, first, "w"))  # all against the first save
-        assert_same(store.load(first), {"w": drifting_state(1)["w"]})
-        assert_same(store.load("main"), {"w": drifting_state(11)["w"]})
+                assert depth == rows[base][1] + 1
+        assert max(depth for _, depth in rows.values()) == 2
 
 
-def test_a_delta_grown_too_large_starts_a_new_keyframe(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("max_depth", [1, 3])
+def test_chain_depth_is_bounded_by_keyframes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_depth: int
 ) -> None:
-    monkeypatch.setattr(save_module, "REKEY_FRACTION", 0.0)  # any delta is too large
+    """Restore cost does not grow with history: at most max_depth + 1 decodes per chunk."""
+    monkeypatch.setattr(delta, "MAX_DEPTH", max_depth)
     with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
-        for step in range(1, 4):
+        for step in range(1, 13):
             store.save({"w": drifting_state(step)["w"]})
-        assert all(base is None for _, base, _ in object_rows(store))
-        assert_same(store.load("main~1"), {"w": drifting_state(2)["w"]})
+        depths = [depth for _, _, depth in object_rows(store)]
+        assert max(depths) == max_depth
+        keyframes = 12 // (max_depth + 1)
+        assert depths.count(0) == keyframes * 4  # one every max_depth + 1 saves, 4 chunks
+        assert_same(store.load("main~11"), {"w": drifting_state(1)["w"]})
+        assert_same(store.load("main"), {"w": drifting_state(12)["w"]})
 
 
 def test_delta_against_a_parent_saved_by_another_process(tmp_path: Path) -> None:
@@ -144,29 +144,24 @@ def test_changed_shape_or_dtype_stores_full(tmp_path: Path) -> None:
         assert all(base is None for _, base, _ in object_rows(store))
 
 
-def test_recycled_base_buffers_never_change_a_live_base(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Keyframe copies reuse the buffers of displaced keyframes; no live base is overwritten.
+def test_recycled_base_buffers_never_change_a_live_base(tmp_path: Path) -> None:
+    """Base copies reuse the buffers of displaced bases; no live base is ever overwritten.
 
-    Re-keying on every other save makes each new keyframe land in the buffers
-    freed by the one before it, while deltas in between read the live one.
+    Every save of a training loop replaces its bases: the copies of save n land
+    in the buffers that held the bases of save n - 1, while save n still reads
+    those bases for its deltas.
     """
-    import deltastore.save as save_module
-
     chunk = 65536
-    states = [drifting_state(step)["w"] for step in range(1, 9)]
+    states = [drifting_state(step)["w"] for step in range(1, 10)]
     chunks_per_state = states[0].numel() * 4 // chunk
     with deltastore.open(tmp_path / "s", create=True, chunk_size=chunk) as store:
         copies = store._writer.copies
-        copies.slab_chunks = chunks_per_state  # one slab per keyframe's worth
-        for n, w in enumerate(states):
-            monkeypatch.setattr(save_module, "REKEY_FRACTION", 0.0 if n % 2 == 0 else 0.8)
+        copies.slab_chunks = chunks_per_state  # one slab per state's worth
+        for w in states:
             store.save({"w": w.clone()})
-        # Four keyframes were copied, into two keyframes' worth of buffers.
+        # Six saves copied their chunks (the others end a chain), into two states' worth.
         assert len(copies._ours) == 2 * chunks_per_state
         for n, w in enumerate(states):
             assert_same(store.load(f"main~{len(states) - 1 - n}"), {"w": w})
         rows = object_rows(store)
-        assert sum(1 for _, base, _ in rows if base is None) >= 4 * 4  # four keyframes
-        assert sum(1 for _, base, _ in rows if base is not None) >= 3 * 4  # deltas between
+        assert sum(1 for _, base, _ in rows if base is not None) >= 6 * 4

@@ -111,6 +111,18 @@ CASES: dict[str, Case] = {
         (ValueError,),
         2,
     ),
+    "ref exists": Case(
+        errors.RefExistsError("best", "tag", ID_C),
+        "tag 'best' already exists (at cccccccccccc); use force to move it",
+        (ValueError,),
+        2,
+    ),
+    "async save": Case(
+        errors.AsyncSaveError(200, errors.StorageError("write object abcd", OSError(28, "full"))),
+        "the background save of step 200 failed: could not write object abcd: full",
+        (),
+        10,
+    ),
     "storage": Case(
         errors.StorageError("write object abcd", OSError(errno.ENOSPC, "No space left on device")),
         "could not write object abcd: No space left on device",

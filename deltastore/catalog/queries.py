@@ -116,6 +116,11 @@ def set_ref(conn: Connection, name: str, kind: str, checkpoint_id: str, now_us: 
     )
 
 
+def delete_ref(conn: Connection, name: str) -> bool:
+    """Remove a ref; False when there was none."""
+    return bool(conn.execute(delete(_refs).where(_refs.c.name == name)).rowcount)
+
+
 def list_refs(conn: Connection) -> list[tuple[str, str, str]]:
     """(name, kind, checkpoint id) of every ref, by name."""
     rows = conn.execute(select(_refs.c.name, _refs.c.kind, _refs.c.checkpoint_id).order_by("name"))
