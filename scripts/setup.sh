@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: make .venv, build and install deltastore (with its C
-# extension), torch==2.13.0 and the dev tools, then run the demo.
+# extension), torch==2.13.0, the dev tools and (as root, with apt-get) clang for fuzzing,
+# then run the demo.
 #   bash scripts/setup.sh            # set up and run the demo
 #   bash scripts/setup.sh --no-demo  # set up only
 set -euo pipefail
@@ -14,6 +15,14 @@ fi
 # package would download a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   "torch==2.13.0" -e ".[dev,bench]"
+
+# clang with libFuzzer, for the fuzzing of the C kernels in the test command (native/fuzz.sh).
+if ! command -v clang >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q clang libclang-rt-14-dev >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q clang libclang-rt-14-dev >/dev/null; } ||
+    echo "setup: could not install clang; the test command will skip fuzzing" >&2
+fi
 
 if [ "${1:-}" != "--no-demo" ]; then
   .venv/bin/python -m deltastore.demo

@@ -14,6 +14,11 @@ echo "== import-linter"; .venv/bin/lint-imports
 if [ -f native/sanitize.sh ]; then
   echo "== native kernels under AddressSanitizer + UBSan"; bash native/sanitize.sh
 fi
+if command -v clang >/dev/null; then
+  echo "== native kernels fuzzed with libFuzzer"; bash native/fuzz.sh 10
+else
+  echo "== native fuzzing skipped: no clang (scripts/setup.sh installs it when run as root)"
+fi
 echo "== benchmark smoke test (numbers are not judged here)"
 "$PY" benchmarks/run.py --quick --results "${TMPDIR:-/tmp}/deltastore-bench-smoke" >/dev/null
 echo "== pytest";        "$PY" -m pytest "$@"
