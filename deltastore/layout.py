@@ -3,7 +3,7 @@
 ::
 
     STORE/
-      FORMAT            {"deltastore_store_format": 1}; written last by init
+      FORMAT            {"deltastore_store_format": 2}; written last by init
       catalog.sqlite    the catalog (plus SQLite's -wal and -shm files)
       objects/ab/cdef…  one file per object, named by its id
       lock              flock()ed while the schema is upgraded (and by gc)
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from deltastore.errors import SchemaVersionError, StoreExistsError, StoreNotFoundError
 
-STORE_FORMAT = 1
+#: 2 added zigzag-difference deltas (object transform 3) to version 1; see docs/format.md.
+STORE_FORMAT = 2
 FORMAT_FILE = "FORMAT"
 CATALOG_FILE = "catalog.sqlite"
 OBJECTS_DIR = "objects"
@@ -35,8 +36,8 @@ def is_store(root: Path) -> bool:
     return (root / FORMAT_FILE).is_file()
 
 
-def check_format(root: Path) -> None:
-    """Raise StoreNotFoundError or SchemaVersionError unless ``root`` is a store we can read."""
+def check_format(root: Path) -> int:
+    """The store's format version; StoreNotFoundError or SchemaVersionError if we cannot read it."""
     try:
         text = (root / FORMAT_FILE).read_text()
     except (FileNotFoundError, NotADirectoryError):
@@ -47,6 +48,20 @@ def check_format(root: Path) -> None:
         raise SchemaVersionError("store format", text.strip()[:40], f"{STORE_FORMAT}") from None
     if not isinstance(version, int) or version > STORE_FORMAT:
         raise SchemaVersionError("store format", str(version), f"up to {STORE_FORMAT}")
+    return version
+
+
+def upgrade_format(root: Path) -> None:
+    """Raise an older store's FORMAT to this version's, before anything newer is written.
+
+    Readers never call this: opening or loading leaves a store as it is, so an
+    older deltastore can still read it until this one writes to it.
+    """
+    if check_format(root) >= STORE_FORMAT:
+        return
+    with store_lock(root):
+        if check_format(root) < STORE_FORMAT:
+            write_format(root)
 
 
 def prepare_new(root: Path) -> None:

@@ -102,7 +102,7 @@ class Store:
         catalog_url: str | None = None,
         delta: bool = True,
     ) -> None:
-        layout.check_format(root)
+        self._format_current = layout.check_format(root) >= layout.STORE_FORMAT
         if codec not in codecs.CODECS:
             raise ValueError(f"unknown codec {codec!r}; choose one of {codecs.CODECS}")
         self.root = root
@@ -191,6 +191,9 @@ class Store:
         """
         refs.validate_name(branch)
         clean_metrics = validate_inputs(message, step, metrics)
+        if not self._format_current:
+            layout.upgrade_format(self.root)  # this version writes objects v1 could not read
+            self._format_current = True
         flat = tree.flatten(state)
         total = sum(len(arr.data) for _, arr in flat.leaves)
         with self._progress(total, "save") as progress:

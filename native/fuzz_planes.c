@@ -4,7 +4,8 @@
  * (NULL, read as zeros), the byte offset of every buffer, and the bytes themselves.  Every
  * buffer is its own heap block of exactly the size the kernels may touch, so AddressSanitizer
  * reports the first byte read or written out of bounds; the checks are the kernels' contract:
- * merge(split(x)) == x, and both agree byte for byte with the naive loops of planes.h.
+ * merge(split(x)) == x, both agree byte for byte with the naive loops of planes.h, and
+ * zigzag_undiff(zigzag_diff(x)) == x.
  */
 #include "planes.h"
 
@@ -69,6 +70,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (planes[p] && merged[i * w + p] != src[i * w + p])
                 abort();
         }
+
+    /* Zigzag differences (widths 2, 4, 8): undiff(diff(x)) == x, within exact blocks. */
+    if (with_base && (w == 2 || w == 4 || w == 8)) {
+        uint8_t *diff = malloc(len ? len : 1), *back = malloc(len ? len : 1);
+        if (!diff || !back)
+            abort();
+        ds_zigzag_diff(src, base, diff, n, w);
+        ds_zigzag_undiff(diff, base, back, n, w);
+        if (len && memcmp(back, src, len) != 0)
+            abort();
+        free(back);
+        free(diff);
+    }
 
     for (size_t p = 0; p < w; p++)
         free(owned[p]);

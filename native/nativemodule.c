@@ -223,7 +223,82 @@ exit:
     return result;
 }
 
+typedef void (*zigzag_kernel)(const uint8_t *, const uint8_t *, uint8_t *, size_t, size_t);
+
+/* zigzag_diff and zigzag_undiff take the same arguments: (src, base, dst, width). */
+static PyObject *run_zigzag(PyObject *args, PyObject *kwargs, const char *format,
+                            zigzag_kernel kernel)
+{
+    static char *keywords[] = {"src", "base", "dst", "width", NULL};
+    PyObject *src_obj, *base_obj, *dst_obj, *result = NULL;
+    Py_ssize_t width;
+    Py_buffer src = {0}, base = {0}, dst = {0};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, keywords, &src_obj, &base_obj,
+                                     &dst_obj, &width))
+        goto exit;
+    if (width != 2 && width != 4 && width != 8) {
+        PyErr_Format(PyExc_ValueError, "width must be 2, 4 or 8, not %zd", width);
+        goto exit;
+    }
+    if (get_buffer(src_obj, &src, 0, "src") < 0 || get_buffer(base_obj, &base, 0, "base") < 0 ||
+        get_buffer(dst_obj, &dst, 1, "dst") < 0)
+        goto exit;
+    if (src.len % width != 0) {
+        PyErr_Format(PyExc_ValueError, "src length %zd is not a multiple of width %zd", src.len,
+                     width);
+        goto exit;
+    }
+    if (dst.len != src.len || base.len != src.len) {
+        PyErr_Format(PyExc_ValueError, "src, base and dst differ in length (%zd, %zd, %zd)",
+                     src.len, base.len, dst.len);
+        goto exit;
+    }
+    if (overlaps(&dst, &src) || overlaps(&dst, &base)) {
+        PyErr_SetString(PyExc_ValueError, "dst overlaps an input");
+        goto exit;
+    }
+
+    Py_BEGIN_ALLOW_THREADS
+    kernel((const uint8_t *)src.buf, (const uint8_t *)base.buf, (uint8_t *)dst.buf,
+           (size_t)(src.len / width), (size_t)width);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+
+exit:
+    release_if_acquired(&dst);
+    release_if_acquired(&base);
+    release_if_acquired(&src);
+    return result;
+}
+
+PyDoc_STRVAR(zigzag_diff_doc,
+"zigzag_diff($module, /, src, base, dst, width)\n--\n\n"
+"dst[i] = zigzag(src[i] - base[i]) for little-endian unsigned elements of 2, 4 or 8 bytes\n"
+"(wrapping), zigzag(d) = (d << 1) ^ (d >> (bits - 1)) with d read as signed.  The three\n"
+"buffers have one length, a multiple of width; dst overlaps neither input.  Releases the GIL.");
+
+static PyObject *zigzag_diff(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    (void)module;
+    return run_zigzag(args, kwargs, "OOOn:zigzag_diff", ds_zigzag_diff);
+}
+
+PyDoc_STRVAR(zigzag_undiff_doc,
+"zigzag_undiff($module, /, src, base, dst, width)\n--\n\n"
+"Inverse of zigzag_diff: dst[i] = base[i] + unzigzag(src[i]).  Releases the GIL.");
+
+static PyObject *zigzag_undiff(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    (void)module;
+    return run_zigzag(args, kwargs, "OOOn:zigzag_undiff", ds_zigzag_undiff);
+}
+
 static PyMethodDef methods[] = {
+    {"zigzag_diff", (PyCFunction)(void (*)(void))zigzag_diff, METH_VARARGS | METH_KEYWORDS,
+     zigzag_diff_doc},
+    {"zigzag_undiff", (PyCFunction)(void (*)(void))zigzag_undiff, METH_VARARGS | METH_KEYWORDS,
+     zigzag_undiff_doc},
     {"split_planes", (PyCFunction)(void (*)(void))split_planes, METH_VARARGS | METH_KEYWORDS,
      split_planes_doc},
     {"merge_planes", (PyCFunction)(void (*)(void))merge_planes, METH_VARARGS | METH_KEYWORDS,

@@ -26,4 +26,18 @@ void ds_split_planes(const uint8_t *src, const uint8_t *base, uint8_t *dst, size
 void ds_merge_planes(const uint8_t *const *planes, const uint8_t *base, uint8_t *dst,
                      size_t n_elems, size_t width);
 
+/* Integer difference against a base, zigzag-coded, for elements of width 2, 4 or 8 read as
+ * little-endian unsigned integers of that width (docs/format.md, transform 3):
+ *   diff:    d = src[i] - base[i] (mod 2^bits);  dst[i] = (d << 1) ^ (d >> (bits - 1)),
+ *            the shift right arithmetic on d read as signed
+ *   undiff:  the inverse, dst[i] = base[i] + ((z >> 1) ^ -(z & 1))  (mod 2^bits)
+ * A float that moved a little keeps its exponent, so its bit pattern moved by a small integer:
+ * the difference is small where XOR can flip a whole run of bits on a carry.  Same
+ * preconditions as above; width is 2, 4 or 8. */
+void ds_zigzag_diff(const uint8_t *src, const uint8_t *base, uint8_t *dst, size_t n_elems,
+                    size_t width);
+
+void ds_zigzag_undiff(const uint8_t *diff, const uint8_t *base, uint8_t *dst, size_t n_elems,
+                      size_t width);
+
 #endif

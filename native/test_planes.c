@@ -84,6 +84,52 @@ exit:
     return failed;
 }
 
+/* Zigzag difference of n elements of width w against the naive formula, and back. */
+static int check_zigzag(size_t n, size_t w, size_t offset)
+{
+    size_t len = n * w;
+    int failed = 0;
+    uint8_t *src = alloc_at(len, offset), *base = alloc_at(len, offset);
+    uint8_t *diff = alloc_at(len, offset), *back = alloc_at(len, offset);
+    if (!src || !base || !diff || !back) {
+        fprintf(stderr, "out of memory\n");
+        failed = 1;
+        goto exit;
+    }
+    for (size_t i = 0; i < len; i++) {
+        src[i] = next_byte();
+        base[i] = (i % w == w - 1) ? src[i] : next_byte(); /* close in the high byte */
+    }
+    ds_zigzag_diff(src, base, diff, n, w);
+    for (size_t i = 0; i < n && !failed; i++) {
+        uint64_t s = 0, b = 0, z = 0;
+        for (size_t k = 0; k < w; k++) { /* little-endian */
+            s |= (uint64_t)src[i * w + k] << (8 * k);
+            b |= (uint64_t)base[i * w + k] << (8 * k);
+            z |= (uint64_t)diff[i * w + k] << (8 * k);
+        }
+        uint64_t mask = w == 8 ? ~(uint64_t)0 : (((uint64_t)1 << (8 * w)) - 1);
+        uint64_t d = (s - b) & mask;
+        uint64_t negative = (d >> (8 * w - 1)) & 1;
+        uint64_t expected = ((d << 1) ^ (negative ? mask : 0)) & mask;
+        if (z != expected) {
+            fprintf(stderr, "zigzag_diff mismatch: n=%zu w=%zu i=%zu\n", n, w, i);
+            failed = 1;
+        }
+    }
+    ds_zigzag_undiff(diff, base, back, n, w);
+    if (!failed && len && memcmp(back, src, len) != 0) {
+        fprintf(stderr, "zigzag_undiff does not invert: n=%zu w=%zu\n", n, w);
+        failed = 1;
+    }
+exit:
+    free_at(src, offset);
+    free_at(base, offset);
+    free_at(diff, offset);
+    free_at(back, offset);
+    return failed;
+}
+
 int main(void)
 {
     static const size_t widths[] = {1, 2, 3, 4, 5, 7, 8, 12, 16, 32, 64};
@@ -99,6 +145,13 @@ int main(void)
                         failures += check(sizes[si], widths[wi], with_base, absent, offset);
                         cases++;
                     }
+    static const size_t zigzag_widths[] = {2, 4, 8};
+    for (size_t wi = 0; wi < 3; wi++)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+            for (size_t offset = 0; offset < 2; offset++) {
+                failures += check_zigzag(sizes[si], zigzag_widths[wi], offset);
+                cases++;
+            }
     printf("%d cases passed, %d failed\n", cases - failures, failures);
     return failures != 0;
 }

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from deltastore import codecs
 from deltastore.codecs import Kind, PlaneCodec, Transform, read_header
 from deltastore.codecs.header import BASE_ID_LEN, MAGIC, PlaneRecord, pack_header
-from deltastore.codecs.reference import split_planes_reference
+from deltastore.codecs.reference import split_planes_reference, zigzag_diff_reference
 from deltastore.errors import CorruptObjectError
 from deltastore.ids import hex_digest
 
@@ -133,9 +133,10 @@ def plane_payloads(obj: bytes, object_id: str) -> list[bytes]:
     codec=st.sampled_from(codecs.CODECS),
     delta=st.sampled_from([None, "drift", "noise"]),
     seed=st.integers(0, 2**32 - 1),
+    transform=st.sampled_from([None, Transform.XOR_PLANES, Transform.ZIGZAG_PLANES]),
 )
 def test_round_trip_with_and_without_a_base(
-    data: tuple[bytes, int], codec: str, delta: str | None, seed: int
+    data: tuple[bytes, int], codec: str, delta: str | None, seed: int, transform: Transform | None
 ) -> None:
     raw, width = data
     object_id = hex_digest(raw)
@@ -145,24 +146,33 @@ def test_round_trip_with_and_without_a_base(
     elif delta == "noise":
         base = np.random.default_rng(seed).integers(0, 256, len(raw), dtype=np.uint8).tobytes()
     base_id = bytes.fromhex(hex_digest(base)) if base is not None else None
-    obj = codecs.encode(raw, width, codec=codec, base=base, base_id=base_id)
+    expected_width = width if len(raw) % width == 0 else 1  # a ragged tail: no planes
+    if transform == Transform.ZIGZAG_PLANES and expected_width not in (2, 4, 8):
+        transform = None
+    obj = codecs.encode(raw, width, codec=codec, base=base, base_id=base_id, delta=transform)
 
     header = read_header(obj, object_id)
-    expected_width = width if len(raw) % width == 0 else 1  # a ragged tail: no planes
     assert (header.kind, header.raw_length, header.element_width) == (
         Kind.CHUNK,
         len(raw),
         expected_width,
     )
     if base is not None:
-        assert header.transform == Transform.XOR_PLANES and header.base_id == base_id
+        assert header.transform == (transform or codecs.default_delta(expected_width))
+        assert header.base_id == base_id
     else:
         assert header.transform == (Transform.PLANES if expected_width > 1 else Transform.NONE)
         assert header.base_id is None
     assert {p.codec for p in header.planes} <= {PlaneCodec.ZERO, PlaneCodec.RAW, COMPRESSED[codec]}
     assert decode_bytes(obj, object_id, len(raw), base) == raw
-    # The planes hold what the format says: byte p of every element, XORed with the base.
-    if header.transform != Transform.NONE:
+    # The planes hold what the format says: byte p of every element, XORed with the base
+    # or of its zigzag difference from the base.
+    if header.transform == Transform.ZIGZAG_PLANES:
+        assert base is not None
+        diff = zigzag_diff_reference(raw, base, expected_width)
+        expected = split_planes_reference(diff, expected_width)
+        assert b"".join(plane_payloads(obj, object_id)) == expected
+    elif header.transform != Transform.NONE:
         expected = split_planes_reference(raw, expected_width, base)
         assert b"".join(plane_payloads(obj, object_id)) == expected
 
@@ -311,10 +321,14 @@ HEADER_CASES: dict[str, tuple[bytes, str]] = {
     ),
     "unknown kind": (_patched(_VALID, 5, "<B", 7), "bad header field: 7 is not a valid Kind"),
     "unknown transform": (
-        _patched(_VALID, 6, "<B", 3),
-        "bad header field: 3 is not a valid Transform",
+        _patched(_VALID, 6, "<B", 4),
+        "bad header field: 4 is not a valid Transform",
     ),
     "width zero": (_patched(_VALID, 7, "<B", 0), "element width 0 out of range"),
+    "zigzag of 3-byte elements": (
+        _patched(_patched(_VALID, 6, "<B", 3), 7, "<B", 3),
+        "zigzag differences of 3-byte elements",
+    ),
     "width too large": (_patched(_VALID, 7, "<B", 65), "element width 65 out of range"),
     "raw length too large": (
         _patched(_VALID, 8, "<Q", (1 << 34) + 4),

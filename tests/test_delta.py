@@ -45,7 +45,7 @@ def test_drifting_weights_are_stored_as_deltas_and_noise_is_not(
             store.save(drifting_state(step), step=step)
         for object_id in entry_objects(store, "main", "w"):
             header = read_header(store.objects.get(object_id), object_id)
-            assert header.transform == Transform.XOR_PLANES
+            assert header.transform == Transform.ZIGZAG_PLANES
         for object_id in entry_objects(store, "main", "noise"):
             header = read_header(store.objects.get(object_id), object_id)
             assert header.transform == Transform.PLANES

@@ -40,3 +40,18 @@ def test_store_v1_holds_deltas(tmp_path: Path) -> None:
             object_id = path.parent.name + path.name
             transforms.add(read_header(path.read_bytes(), object_id).transform)
     assert transforms == {Transform.NONE, Transform.PLANES, Transform.XOR_PLANES}
+
+
+def test_writing_to_a_v1_store_raises_its_format_and_keeps_its_history(tmp_path: Path) -> None:
+    """Reading leaves FORMAT at 1 (older readers still work); the first save raises it to 2."""
+    root = shutil.copytree(GOLDEN / "store-v1", tmp_path / "store")
+    expected = json.loads((GOLDEN / "store-v1.json").read_text())
+    with deltastore.open(root) as store:
+        store.load()
+        assert json.loads((root / "FORMAT").read_text())["deltastore_store_format"] == 1
+        newest = golden_state(expected[-1]["step"])
+        store.save(newest, "on top of v1", step=999)
+        assert json.loads((root / "FORMAT").read_text())["deltastore_store_format"] == 2
+        assert_same(store.load("main"), newest)
+        for entry in expected:
+            assert_same(store.load(entry["id"]), golden_state(entry["step"]))

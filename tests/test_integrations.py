@@ -48,8 +48,10 @@ def _loader() -> Any:
 
 
 def _trainer(tmp_path: Path, io: DeltastoreCheckpointIO, max_steps: int) -> Any:
+    # Ranked by step (Lightning logs it with every save), so that which checkpoints are
+    # kept does not depend on the losses' last bits.
     checkpoint = ModelCheckpoint(
-        dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=2, monitor="train_loss"
+        dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=2, monitor="step", mode="max"
     )
     return lightning.Trainer(
         max_steps=max_steps,

@@ -19,7 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deltastore import _native
-from deltastore.codecs.reference import merge_planes_reference, split_planes_reference
+from deltastore.codecs.reference import (
+    merge_planes_reference,
+    split_planes_reference,
+    zigzag_diff_reference,
+    zigzag_undiff_reference,
+)
 
 #: SIMD widths, width 1 (a copy or an XOR) and widths only the portable loops handle.
 WIDTHS = [1, 2, 3, 4, 5, 8, 16, 24, 64]
@@ -72,6 +77,57 @@ def test_merge_inverts_split_and_matches_reference_with_absent_planes(
     _native.merge_planes(absent, dst, width, base)
     expected = merge_planes_reference(absent, width, base, n_elems=len(src) // width)
     assert bytes(dst) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([2, 4, 8]),
+    st.integers(0, 3000),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["random", "close", "equal"]),
+)
+def test_zigzag_difference_matches_reference_and_inverts(
+    width: int, n_elems: int, seed: int, kind: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    src = _random_bytes(rng, n_elems * width)
+    if kind == "random":
+        base = _random_bytes(rng, len(src))
+    elif kind == "close":  # as a slightly updated float: a small integer apart, either way
+        steps = rng.integers(-300, 300, n_elems).astype(f"<i{width}")
+        base = (np.frombuffer(src, f"<u{width}") + steps.view(f"<u{width}")).tobytes()
+    else:
+        base = src
+    diff = bytearray(len(src))
+    _native.zigzag_diff(src, base, diff, width)
+    assert bytes(diff) == zigzag_diff_reference(src, base, width)
+    if kind == "equal":
+        assert not any(diff)
+    if kind == "close" and n_elems:  # small differences leave the high bytes zero
+        assert max(np.frombuffer(diff, f"<u{width}")) <= 600
+    out = bytearray(len(src))
+    _native.zigzag_undiff(diff, base, out, width)
+    assert bytes(out) == src == zigzag_undiff_reference(diff, base, width)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: _native.zigzag_diff(b"ab", b"ab", bytearray(2), 3), "width must be 2, 4 or 8"),
+        (lambda: _native.zigzag_diff(b"abc", b"abc", bytearray(3), 2), "not a multiple of width"),
+        (lambda: _native.zigzag_diff(b"ab", b"abcd", bytearray(2), 2), "differ in length"),
+        (lambda: _native.zigzag_undiff(b"ab", b"ab", b"xy", 2), "must be writable"),
+    ],
+)
+def test_zigzag_bad_arguments(call: Callable[[], None], message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+def test_zigzag_refuses_overlapping_output() -> None:
+    buf = bytearray(16)
+    with pytest.raises(ValueError, match="overlaps"):
+        _native.zigzag_diff(memoryview(buf), b"\0" * 16, memoryview(buf), 4)
 
 
 @pytest.mark.parametrize("width", [1, 2, 4, 8, 16])

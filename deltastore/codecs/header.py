@@ -33,6 +33,11 @@ class Transform(IntEnum):
     NONE = 0  # one plane: the raw bytes
     PLANES = 1  # byte-plane split: plane p holds byte p of every element
     XOR_PLANES = 2  # XOR against the base chunk, then byte-plane split (a delta)
+    ZIGZAG_PLANES = 3  # zigzag integer difference from the base, then byte-plane split (a delta)
+
+
+#: Transforms that are deltas: their header carries the base id.
+DELTAS = (Transform.XOR_PLANES, Transform.ZIGZAG_PLANES)
 
 
 class PlaneCodec(IntEnum):
@@ -81,7 +86,7 @@ def pack_header(
 ) -> bytes:
     """Serialise a header; the caller appends the payloads in plane order."""
     parts = [_FIXED.pack(MAGIC, FORMAT_VERSION, kind, transform, element_width, raw_length)]
-    if transform == Transform.XOR_PLANES:
+    if transform in DELTAS:
         assert base_id is not None and len(base_id) == BASE_ID_LEN
         parts.append(base_id)
     parts.extend(_PLANE.pack(p.codec, p.stored_length) for p in planes)
@@ -113,12 +118,14 @@ def parse_header(obj: bytes | memoryview, object_id: str) -> Header:
         raise corrupt(f"element width {width} out of range")
     if raw_length > MAX_RAW_LENGTH:
         raise corrupt(f"raw length {raw_length} out of range")
+    if transform == Transform.ZIGZAG_PLANES and width not in (2, 4, 8):
+        raise corrupt(f"zigzag differences of {width}-byte elements")
     count = plane_count(transform, width)
     if raw_length % count:
         raise corrupt(f"raw length {raw_length} is not a multiple of {count} planes")
     offset = _FIXED.size
     base_id = None
-    if transform == Transform.XOR_PLANES:
+    if transform in DELTAS:
         if len(obj) < offset + BASE_ID_LEN:
             raise corrupt("truncated base id")
         base_id = bytes(obj[offset : offset + BASE_ID_LEN])
@@ -153,7 +160,7 @@ def peek_base_id(head: bytes, object_id: str) -> bytes | None:
     """The base id named by an object's first HEAD_BYTES bytes (None for a full object)."""
     if len(head) < _FIXED.size or head[:4] != MAGIC:
         raise CorruptObjectError(object_id, "not a deltastore object (bad magic)")
-    if head[6] != Transform.XOR_PLANES:
+    if head[6] not in DELTAS:
         return None
     if len(head) < HEAD_BYTES:
         raise CorruptObjectError(object_id, "truncated base id")

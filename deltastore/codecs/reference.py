@@ -60,3 +60,22 @@ def merge_planes_reference(
     if base is not None:
         out ^= np.frombuffer(base, dtype=np.uint8).reshape(n_elems, width)
     return out.tobytes()
+
+
+def zigzag_diff_reference(src: BytesLike, base: BytesLike, width: int) -> bytes:
+    """Zigzag-coded difference of little-endian unsigned ``width``-byte elements (wrapping)."""
+    unsigned = np.dtype(f"<u{width}")
+    signed = np.dtype(f"<i{width}")
+    diff = np.frombuffer(src, unsigned) - np.frombuffer(base, unsigned)  # wraps
+    d = diff.view(signed)
+    zigzag = (d.astype(unsigned) << unsigned.type(1)) ^ (d >> (8 * width - 1)).astype(unsigned)
+    return bytes(zigzag.astype(unsigned).tobytes())
+
+
+def zigzag_undiff_reference(diff: BytesLike, base: BytesLike, width: int) -> bytes:
+    """Inverse of :func:`zigzag_diff_reference`."""
+    unsigned = np.dtype(f"<u{width}")
+    z = np.frombuffer(diff, unsigned)
+    one = unsigned.type(1)
+    d = (z >> one) ^ (np.zeros_like(z) - (z & one))  # wraps
+    return bytes((np.frombuffer(base, unsigned) + d).astype(unsigned).tobytes())
