@@ -28,15 +28,22 @@ MAX_CHAIN = 64
 
 
 class _Scratch(threading.local):
-    """Per-thread buffers for the lower levels of a delta chain."""
+    """Per-thread buffers: two for the lower levels of a delta chain, then one per object
+    read (the chain's objects are all in memory at once)."""
 
     def __init__(self) -> None:
-        self.buffers = [bytearray(), bytearray()]
+        self.buffers: list[bytearray] = []
 
     def view(self, slot: int, size: int) -> memoryview:
+        while len(self.buffers) <= slot:
+            self.buffers.append(bytearray())
         if len(self.buffers[slot]) < size:
             self.buffers[slot] = bytearray(size)
         return memoryview(self.buffers[slot])[:size]
+
+    def reader(self, level: int) -> Callable[[int], memoryview]:
+        """A buffer provider for the object read at ``level`` of a chain."""
+        return lambda size: self.view(2 + level, size)
 
 
 _scratch = _Scratch()
@@ -64,7 +71,7 @@ class CheckpointReader:
         Only the chunk asked for is hashed: a wrong base anywhere below it
         would make its bytes wrong, and its own id check catches that.
         """
-        chain = [(object_id, self.objects.get(object_id))]
+        chain = [(object_id, self.objects.get_into(object_id, _scratch.reader(0)))]
         while True:
             header = codecs.read_header(chain[-1][1], chain[-1][0])
             if header.base_id is None:
@@ -72,7 +79,7 @@ class CheckpointReader:
             if len(chain) > MAX_CHAIN:
                 raise CorruptObjectError(object_id, f"delta chain deeper than {MAX_CHAIN}")
             base_id = header.base_id.hex()
-            chain.append((base_id, self.objects.get(base_id)))
+            chain.append((base_id, self.objects.get_into(base_id, _scratch.reader(len(chain)))))
         if len(chain) == 1:
             codecs.decode_into(chain[0][1], object_id, out)
             return
@@ -85,7 +92,9 @@ class CheckpointReader:
             raise
 
     @staticmethod
-    def _replay(chain: list[tuple[str, bytes]], out: memoryview, *, verify_bases: bool) -> None:
+    def _replay(
+        chain: list[tuple[str, memoryview]], out: memoryview, *, verify_bases: bool
+    ) -> None:
         """Decode ``chain`` (top object first, full object last) bottom-up into ``out``.
 
         The levels below the top alternate between this thread's two scratch

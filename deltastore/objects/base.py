@@ -9,7 +9,7 @@ without touching the rest.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 #: Anything a vectored write takes: the pieces of one object, in order.
 Buffer = bytes | bytearray | memoryview
@@ -37,6 +37,14 @@ class ObjectStore(ABC):
         backends that can write them without joining them first should.
         """
         return self.put_if_absent(object_id, b"".join(parts))
+
+    def get_into(self, object_id: str, buffer: Callable[[int], memoryview]) -> memoryview:
+        """The object's bytes, in memory that ``buffer(size)`` provides when the backend can.
+
+        A restore passes per-thread buffers it reuses: fresh ~1 MiB allocations
+        page-fault, which costs as much as decoding.  CorruptObjectError if missing.
+        """
+        return memoryview(self.get(object_id))
 
     def read_head(self, object_id: str, size: int) -> bytes:
         """The first ``size`` bytes of an object (its header); backends may read less."""

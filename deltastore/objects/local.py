@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
@@ -89,6 +89,24 @@ class LocalObjectStore(ObjectStore):
             return self.path(object_id).read_bytes()
         except FileNotFoundError:
             raise CorruptObjectError(object_id, "object is missing") from None
+
+    def get_into(self, object_id: str, buffer: Callable[[int], memoryview]) -> memoryview:
+        try:
+            fd = os.open(self.path(object_id), os.O_RDONLY)
+        except FileNotFoundError:
+            raise CorruptObjectError(object_id, "object is missing") from None
+        try:
+            size = os.fstat(fd).st_size
+            view = buffer(size)
+            done = 0
+            while done < size:
+                n = os.readv(fd, [view[done:]])
+                if n == 0:  # objects are immutable: a shorter file is a damaged one
+                    raise CorruptObjectError(object_id, "object shrank while it was read")
+                done += n
+            return view
+        finally:
+            os.close(fd)
 
     def read_head(self, object_id: str, size: int) -> bytes:
         try:
