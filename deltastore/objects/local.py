@@ -202,11 +202,15 @@ class LocalObjectStore(ObjectStore):
             dirty, self._dirty = self._dirty, set()
         if not self.durable:
             return
-        try:
-            for folder in sorted(dirty):
-                _fsync_dir(folder)
-        except OSError as exc:
-            raise StorageError(f"sync object folders in {self.root}", exc) from exc
+        # In parallel: the file system batches concurrent commits (ext4's journal does), and
+        # one by one the ~100 folders a 100 MiB save touches cost ~10 % of the save.
+        syncs = [self._sync_pool.submit(_fsync_dir, folder) for folder in sorted(dirty)]
+        failures = [exc for exc in (f.exception() for f in syncs) if exc is not None]
+        if failures:
+            cause = failures[0]
+            if isinstance(cause, OSError):
+                raise StorageError(f"sync object folders in {self.root}", cause) from cause
+            raise cause
 
     def close(self) -> None:
         self._sync_pool.shutdown(wait=True)
