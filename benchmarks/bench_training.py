@@ -28,7 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import deltastore
-from benchmarks.sequences import FULL, GPT, as_tokens, pretrain_text
+from benchmarks.sequences import FULL, GPT, as_tokens, pretrain_text, train_step
 
 Saver = Callable[[int, nn.Module, torch.optim.Optimizer], None]
 
@@ -42,13 +42,7 @@ def run(steps: int, tokens: torch.Tensor, save: Saver | None) -> tuple[float, li
     save_seconds: list[float] = []
     started = time.perf_counter()
     for step in range(1, steps + 1):
-        starts = torch.randint(0, len(tokens) - FULL.context - 1, (FULL.batch,), generator=gen)
-        batch = torch.stack([tokens[s : s + FULL.context + 1] for s in starts.tolist()])
-        logits = model(batch[:, :-1])
-        loss = nn.functional.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
+        train_step(model, optimizer, tokens, FULL, gen)
         if save is not None:
             before = time.perf_counter()
             save(step, model, optimizer)

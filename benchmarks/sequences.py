@@ -225,6 +225,24 @@ def freeze_lower_half(model: GPT) -> None:
 # -- training ---------------------------------------------------------------------------------
 
 
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    tokens: torch.Tensor,
+    cfg: Config,
+    gen: torch.Generator,
+) -> float:
+    """One AdamW step on a random batch of byte windows; returns the loss."""
+    starts = torch.randint(0, len(tokens) - cfg.context - 1, (cfg.batch,), generator=gen)
+    batch = torch.stack([tokens[s : s + cfg.context + 1] for s in starts.tolist()])
+    logits = model(batch[:, :-1])
+    loss = nn.functional.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
+    opt.zero_grad()
+    loss.backward()  # type: ignore[no-untyped-call]
+    opt.step()
+    return float(loss.item())
+
+
 def train(
     model: nn.Module,
     tokens: torch.Tensor,
@@ -249,14 +267,7 @@ def train(
     window_losses: list[float] = []
     started = time.perf_counter()
     for step in range(1, steps + 1):
-        starts = torch.randint(0, len(tokens) - cfg.context - 1, (cfg.batch,), generator=gen)
-        batch = torch.stack([tokens[s : s + cfg.context + 1] for s in starts.tolist()])
-        logits = model(batch[:, :-1])
-        loss = nn.functional.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        window_losses.append(loss.item())
+        window_losses.append(train_step(model, opt, tokens, cfg, gen))
         if step % cfg.every == 0:
             path = out / f"ckpt_{step:05d}.pt"
             torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, path)
