@@ -45,6 +45,10 @@ from deltastore.manifest import INT64_MAX, Manifest, ManifestEntry, entry_digest
 from deltastore.objects import ObjectStore
 from deltastore.refs import BRANCH
 
+#: Saves that reuse an entry's delta-or-full decision before it is measured again.
+RECHECK_EVERY = 8
+#: A delta larger than this fraction of the raw chunk is measured against the full encoding.
+SUSPECT_DELTA = 0.8
 #: How often a save re-parents onto a branch that another process moved meanwhile.
 MAX_COMMIT_ATTEMPTS = 8
 
@@ -69,6 +73,7 @@ class _Job:
     base: Base | None  # planned delta base
     decision: Future[bool] | None  # the entry's delta-or-full decision
     decides: bool  # this chunk makes that decision
+    hint_key: tuple[str, str]  # (branch, key path): where the last decision is remembered
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,8 @@ class CheckpointWriter:
         self.copies = BaseCopies(chunk_size)
         self.recent = RecentChunks(self.copies)
         self._claim_lock = threading.Lock()
+        # (branch, key path) -> (delta won, saves since it was measured)
+        self._hints: dict[tuple[str, str], tuple[bool, int]] = {}
         # One save at a time per writer: the base copies are recycled between saves.
         self._save_lock = threading.Lock()
 
@@ -198,6 +205,35 @@ class CheckpointWriter:
             return self._put(chunk, object_id, delta, base), True
         return self._put(chunk, object_id, full, None), False
 
+    def _decide(
+        self, job: _Job, object_id: str, recent: dict[str, Kept]
+    ) -> tuple[queries.NewObject, bool]:
+        """Store the deciding chunk and say whether its entry goes delta.
+
+        Encoding both ways doubles the work of an entry's first chunk, and most
+        entries of a model are a single chunk: so the last decision is reused
+        for ``RECHECK_EVERY`` saves, and a delta that comes out nearly as large
+        as the raw bytes is checked against the full encoding at once.
+        """
+        assert job.base is not None
+        with self._claim_lock:
+            hint = self._hints.get(job.hint_key)
+        if hint is None or hint[1] >= RECHECK_EVERY:
+            new, won = self._store_choosing(job.chunk, object_id, job.base, recent)
+            age = 0
+        else:
+            won, age = hint[0], hint[1] + 1
+            base = job.base if won else None
+            parts = self._encode(job.chunk, base, recent)
+            if won and sum(len(p) for p in parts) > SUSPECT_DELTA * len(job.chunk.data):
+                new, won = self._store_choosing(job.chunk, object_id, job.base, recent)
+                age = 0
+            else:
+                new = self._put(job.chunk, object_id, parts, base)
+        with self._claim_lock:
+            self._hints[job.hint_key] = (won, age)
+        return new, won
+
     def _process(
         self,
         job: _Job,
@@ -224,7 +260,7 @@ class CheckpointWriter:
                 return _Outcome(object_id, None, kept, True, size)
             if job.decides:
                 assert job.base is not None and job.decision is not None
-                new, won = self._store_choosing(chunk, object_id, job.base, recent)
+                new, won = self._decide(job, object_id, recent)
                 job.decision.set_result(won)
             else:
                 use_base = job.decision is not None and job.decision.result()
@@ -267,7 +303,13 @@ class CheckpointWriter:
             return [[None] * n for n in counts], links
         return plan_bases(leaves, counts, before, links), links
 
-    def _jobs(self, chunks: list[_Chunk], plan: list[list[Base | None]]) -> list[_Job]:
+    def _jobs(
+        self,
+        chunks: list[_Chunk],
+        plan: list[list[Base | None]],
+        paths: Sequence[str],
+        branch: str,
+    ) -> list[_Job]:
         """One job per chunk; the first chunk with a base in each entry decides for the entry."""
         deciders: dict[int, int] = {}
         for chunk in chunks:
@@ -280,6 +322,7 @@ class CheckpointWriter:
                 plan[chunk.entry][chunk.index],
                 decisions.get(chunk.entry),
                 deciders.get(chunk.entry) == chunk.index,
+                (branch, paths[chunk.entry]),
             )
             for chunk in chunks
         ]
@@ -300,7 +343,7 @@ class CheckpointWriter:
         """
         chunks = self._cut(leaves)
         plan, links = self._plan(leaves, chunks, parent)
-        jobs = self._jobs(chunks, plan)
+        jobs = self._jobs(chunks, plan, [path for path, _ in leaves], branch)
         recent = self.recent.for_parent(branch, parent)
         claimed: set[str] = set()
         order = sorted(range(len(jobs)), key=lambda k: not jobs[k].decides)  # stable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -165,3 +166,32 @@ def test_recycled_base_buffers_never_change_a_live_base(tmp_path: Path) -> None:
             assert_same(store.load(f"main~{len(states) - 1 - n}"), {"w": w})
         rows = object_rows(store)
         assert sum(1 for _, base, _ in rows if base is not None) >= 6 * 4
+
+
+def test_an_entrys_decision_is_reused_then_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoding both ways doubles a single-chunk entry's work: the last decision stands in."""
+    import deltastore.save as save_module
+
+    monkeypatch.setattr(save_module, "RECHECK_EVERY", 2)
+    measured: list[str] = []
+    original = save_module.CheckpointWriter._store_choosing
+
+    def counting(self: Any, chunk: Any, object_id: str, base: Any, recent: Any) -> Any:
+        measured.append(object_id)
+        return original(self, chunk, object_id, base, recent)
+
+    monkeypatch.setattr(save_module.CheckpointWriter, "_store_choosing", counting)
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=1 << 20) as store:
+        states = [drifting_state(step) for step in range(1, 8)]
+        for state in states:
+            store.save(state)
+        # "w" has a base in saves 2, 3, 5, 6 (the depth cap makes 4 and 7 keyframes) and is
+        # measured in 2 and 6; "noise" always goes full, so has a base in saves 2-7, and is
+        # measured in 2 and 5.  Measuring every time would have been 4 + 6.
+        assert len(measured) == 4
+        for n, state in enumerate(states):
+            assert_same(store.load(f"main~{len(states) - 1 - n}"), state)
+        noise = entry_objects(store, "main", "noise")
+        assert all(read_header(store.objects.get(o), o).base_id is None for o in noise)
