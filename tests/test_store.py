@@ -262,3 +262,21 @@ def test_full_disk_raises_storage_error_and_records_nothing(
     assert [c.id for c in store.log()] == [first]
     assert not list((store_path / "objects").rglob(".tmp-*"))
     assert store.save({"w": trained_like((64, 64), seed=9)}) != first  # the store still works
+
+
+def test_a_store_missing_its_empty_fan_out_folders_still_saves(tmp_path: Path) -> None:
+    """git and other copy tools drop empty folders: a copied store must still take writes."""
+    import shutil
+
+    root = tmp_path / "s"
+    with deltastore.open(root, create=True) as s:
+        first = s.save({"w": trained_like((64, 64))})
+    for folder in (root / "objects").iterdir():
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    copy = Path(shutil.copytree(root, tmp_path / "copy"))
+    with deltastore.open(copy) as s:
+        state = {f"w{i}": trained_like((128, 256), seed=i) for i in range(8)}
+        s.save(state)
+        assert_same(s.load("main"), state)
+        assert s.resolve("main~1") == first

@@ -137,7 +137,7 @@ class LocalObjectStore(ObjectStore):
         fd = -1
         self._in_flight.acquire()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+            fd = self._create(tmp)
             size = _write_all(fd, parts)
         except OSError as exc:
             if fd >= 0:
@@ -152,6 +152,22 @@ class LocalObjectStore(ObjectStore):
         with self._lock:
             self._pending.append(future)
         return size
+
+    def _create(self, tmp: Path) -> int:
+        """Open a new temp file; recreate its fan-out folder if the store lost it.
+
+        A copy of a store made with git, or any tool that drops empty folders,
+        has only the fan-out folders that hold objects.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            return os.open(tmp, flags, 0o444)
+        except FileNotFoundError:
+            if tmp.parent.parent != self.root or not self.root.is_dir():
+                raise
+            tmp.parent.mkdir(exist_ok=True)
+            _fsync_dir(self.root)  # the folder is durable before any object in it
+            return os.open(tmp, flags, 0o444)
 
     def _finish(self, fd: int, tmp: Path, target: Path, object_id: str) -> None:
         """fsync, close and rename into place: the object exists only once it is durable."""
