@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deltastore.arrays import ArrayBytes
-from deltastore.catalog.queries import EntryChunks, ObjectLink
+from deltastore.catalog.queries import EntryChunks
 
 #: Longest delta chain a writer creates: a keyframe every MAX_DEPTH + 1 saves of a chunk.
 MAX_DEPTH = 2
@@ -37,12 +37,12 @@ class Base:
     depth: int
 
 
-def base_for(object_id: str, links: Mapping[str, ObjectLink]) -> Base | None:
+def base_for(object_id: str, depths: Mapping[str, int]) -> Base | None:
     """``object_id`` as the base of the next version of its chunk, unless its chain is full."""
-    link = links.get(object_id)
-    if link is None or link.depth >= MAX_DEPTH:
+    depth = depths.get(object_id)
+    if depth is None or depth >= MAX_DEPTH:
         return None
-    return Base(object_id, link.depth)
+    return Base(object_id, depth)
 
 
 def delta_eligible(arr: ArrayBytes) -> bool:
@@ -54,11 +54,11 @@ def plan_bases(
     leaves: Sequence[tuple[str, ArrayBytes]],
     chunk_counts: Sequence[int],
     parent: dict[str, EntryChunks],
-    links: Mapping[str, ObjectLink],
+    depths: Mapping[str, int],
 ) -> list[list[Base | None]]:
     """For every chunk of every leaf, its delta base (or None for a full object).
 
-    ``links`` is what the catalog knows of the parent's chunks.
+    ``depths`` is the chain depth of each of the parent's chunks the catalog knows.
     """
     plan: list[list[Base | None]] = []
     for (path, arr), count in zip(leaves, chunk_counts, strict=True):
@@ -72,7 +72,7 @@ def plan_bases(
         ):
             plan.append([None] * count)
             continue
-        plan.append([base_for(chunk_id, links) for chunk_id in before.chunk_ids])
+        plan.append([base_for(chunk_id, depths) for chunk_id in before.chunk_ids])
     return plan
 
 

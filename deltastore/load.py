@@ -21,9 +21,9 @@ from deltastore.manifest import Manifest, ManifestEntry
 from deltastore.objects import ObjectStore
 
 Progress = Callable[[int], None]
-#: Longest delta chain a reader follows: writers make one delta per keyframe (delta.py),
-#: stores of format v1's first writers chained up to 8;
-#: it stops a malicious or corrupt chain from recursing without end.
+#: Longest delta chain a reader follows.  Writers cap chains at depth 2 (delta.MAX_DEPTH),
+#: the first writers of format v1 at 8; this bound only stops a malicious or corrupt
+#: chain from recursing without end.
 MAX_CHAIN = 64
 
 
@@ -66,20 +66,35 @@ class CheckpointReader:
         self.pool = pool
 
     def decode_chunk_into(self, object_id: str, out: memoryview) -> None:
-        """Decode a chunk into ``out``, replaying its delta chain from the full object up.
+        """Decode a chunk into ``out``, replaying its delta chain from the full object up."""
+        chain, _ = self._read_chain(object_id)
+        self._decode_chain(chain, out)
+
+    def _read_chain(self, object_id: str) -> tuple[list[tuple[str, memoryview]], codecs.Header]:
+        """A chunk's delta chain (top object first, full object last) and the top's header.
+
+        Each object is read once, into this thread's scratch buffers: the
+        chain's bytes are only valid until this thread reads another chain.
+        """
+        data = self.objects.get_into(object_id, _scratch.reader(0))
+        top = header = codecs.read_header(data, object_id)
+        chain = [(object_id, data)]
+        while header.base_id is not None:
+            if len(chain) > MAX_CHAIN:
+                raise CorruptObjectError(object_id, f"delta chain deeper than {MAX_CHAIN}")
+            base_id = header.base_id.hex()
+            data = self.objects.get_into(base_id, _scratch.reader(len(chain)))
+            header = codecs.read_header(data, base_id)
+            chain.append((base_id, data))
+        return chain, top
+
+    def _decode_chain(self, chain: list[tuple[str, memoryview]], out: memoryview) -> None:
+        """Decode a chain :meth:`_read_chain` read into ``out``.
 
         Only the chunk asked for is hashed: a wrong base anywhere below it
         would make its bytes wrong, and its own id check catches that.
         """
-        chain = [(object_id, self.objects.get_into(object_id, _scratch.reader(0)))]
-        while True:
-            header = codecs.read_header(chain[-1][1], chain[-1][0])
-            if header.base_id is None:
-                break
-            if len(chain) > MAX_CHAIN:
-                raise CorruptObjectError(object_id, f"delta chain deeper than {MAX_CHAIN}")
-            base_id = header.base_id.hex()
-            chain.append((base_id, self.objects.get_into(base_id, _scratch.reader(len(chain)))))
+        object_id = chain[0][0]
         if len(chain) == 1:
             codecs.decode_into(chain[0][1], object_id, out)
             return
@@ -109,9 +124,9 @@ class CheckpointReader:
 
     def read_chunk(self, object_id: str) -> bytes:
         """A chunk's verified raw bytes (the writer's source of delta bases after a restart)."""
-        header = codecs.read_header(self.objects.get(object_id), object_id)
+        chain, header = self._read_chain(object_id)
         out = bytearray(header.raw_length)
-        self.decode_chunk_into(object_id, memoryview(out))
+        self._decode_chain(chain, memoryview(out))
         return bytes(out)
 
     def _decode_chunk(

@@ -196,8 +196,10 @@ class CheckpointWriter:
     ) -> tuple[queries.NewObject, bool]:
         """Encode with and without the base, keep the smaller; say whether the delta won.
 
-        XOR helps where values drift slowly (weights, Adam's second moment) and
-        hurts where they do not (Adam's first moment): one chunk decides for its entry.
+        A delta (the zigzag difference for 2-, 4- and 8-byte elements, XOR for
+        other widths: codecs.default_delta) helps where values drift slowly
+        (weights, Adam's second moment) and hurts where they do not (Adam's
+        first moment): one chunk decides for its entry.
         """
         delta = self._encode(chunk, base, recent, slot=1)
         full = self._encode(chunk, None, recent, slot=0)
@@ -237,7 +239,7 @@ class CheckpointWriter:
     def _process(
         self,
         job: _Job,
-        links: dict[str, queries.ObjectLink],
+        depths: dict[str, int],
         claimed: set[str],
         recent: dict[str, Kept],
     ) -> _Outcome:
@@ -254,7 +256,7 @@ class CheckpointWriter:
             with self._claim_lock:
                 first = object_id not in claimed
                 claimed.add(object_id)
-            if object_id in links or not first:
+            if object_id in depths or not first:
                 return _Outcome(object_id, None, kept, False, size)
             if self.objects.exists(object_id):
                 return _Outcome(object_id, None, kept, True, size)
@@ -283,11 +285,11 @@ class CheckpointWriter:
 
     def _plan(
         self, leaves: Sequence[tuple[str, ArrayBytes]], chunks: list[_Chunk], parent: str | None
-    ) -> tuple[list[list[Base | None]], dict[str, queries.ObjectLink]]:
-        """Each chunk's planned base, and what the catalog knows of the parent's chunks.
+    ) -> tuple[list[list[Base | None]], dict[str, int]]:
+        """Each chunk's planned base, and the chain depth of the parent's chunks in the catalog.
 
-        Every chunk of this save found among the links is known to the catalog
-        and is not written again.
+        Every chunk of this save found among those depths is known to the
+        catalog and is not written again.
         """
         counts = [0] * len(leaves)
         for chunk in chunks:
@@ -296,12 +298,12 @@ class CheckpointWriter:
             return [[None] * n for n in counts], {}
         with read_transaction(self.engine) as conn:
             before = queries.entry_chunks_of(conn, parent)
-            links = queries.object_links(
+            depths = queries.object_depths(
                 conn, {cid for entry in before.values() for cid in entry.chunk_ids}
             )
         if not self.delta:
-            return [[None] * n for n in counts], links
-        return plan_bases(leaves, counts, before, links), links
+            return [[None] * n for n in counts], depths
+        return plan_bases(leaves, counts, before, depths), depths
 
     def _jobs(
         self,
@@ -342,13 +344,13 @@ class CheckpointWriter:
         for a task that is already running.
         """
         chunks = self._cut(leaves)
-        plan, links = self._plan(leaves, chunks, parent)
+        plan, depths = self._plan(leaves, chunks, parent)
         jobs = self._jobs(chunks, plan, [path for path, _ in leaves], branch)
         recent = self.recent.for_parent(branch, parent)
         claimed: set[str] = set()
         order = sorted(range(len(jobs)), key=lambda k: not jobs[k].decides)  # stable
         futures: dict[int, Future[_Outcome]] = {
-            k: self.pool.submit(self._process, jobs[k], links, claimed, recent) for k in order
+            k: self.pool.submit(self._process, jobs[k], depths, claimed, recent) for k in order
         }
         outcomes = _gather([futures[k] for k in range(len(jobs))], progress, lambda o: o.raw_bytes)
         new_objects = [o.new for o in outcomes if o.new is not None]

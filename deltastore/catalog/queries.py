@@ -282,29 +282,6 @@ def object_depths(conn: Connection, ids: Iterable[str]) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class ObjectLink:
-    """What a delta planner needs of a stored object: its base, depth and size."""
-
-    base_id: str | None
-    depth: int
-    stored_bytes: int
-
-
-def object_links(conn: Connection, ids: Iterable[str]) -> dict[str, ObjectLink]:
-    """Base, depth and stored size of each of ``ids`` the catalog knows (absent ids left out)."""
-    wanted = list(ids)
-    found: dict[str, ObjectLink] = {}
-    for start in range(0, len(wanted), _BATCH):
-        rows = conn.execute(
-            select(
-                _objects.c.id, _objects.c.base_id, _objects.c.depth, _objects.c.stored_bytes
-            ).where(_objects.c.id.in_(wanted[start : start + _BATCH]))
-        )
-        found.update((r.id, ObjectLink(r.base_id, r.depth, r.stored_bytes)) for r in rows)
-    return found
-
-
-@dataclass(frozen=True)
 class EntryChunks:
     dtype: str
     shape: tuple[int, ...]

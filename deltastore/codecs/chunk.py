@@ -25,6 +25,7 @@ import zstandard
 from deltastore._native import merge_planes, split_planes, zigzag_diff, zigzag_undiff
 from deltastore.codecs.header import (
     DELTAS,
+    ZIGZAG_WIDTHS,
     Header,
     Kind,
     PlaneCodec,
@@ -102,10 +103,6 @@ def _compress_plane(plane: memoryview, codec: str) -> tuple[PlaneCodec, bytes | 
     if len(packed) >= length:
         return PlaneCodec.RAW, plane
     return tag, packed
-
-
-#: Element widths the zigzag difference is defined for.
-ZIGZAG_WIDTHS = (2, 4, 8)
 
 
 def default_delta(element_width: int) -> Transform:

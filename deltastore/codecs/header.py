@@ -38,6 +38,8 @@ class Transform(IntEnum):
 
 #: Transforms that are deltas: their header carries the base id.
 DELTAS = (Transform.XOR_PLANES, Transform.ZIGZAG_PLANES)
+#: Element widths the zigzag difference is defined for.
+ZIGZAG_WIDTHS = (2, 4, 8)
 
 
 class PlaneCodec(IntEnum):
@@ -118,7 +120,7 @@ def parse_header(obj: bytes | memoryview, object_id: str) -> Header:
         raise corrupt(f"element width {width} out of range")
     if raw_length > MAX_RAW_LENGTH:
         raise corrupt(f"raw length {raw_length} out of range")
-    if transform == Transform.ZIGZAG_PLANES and width not in (2, 4, 8):
+    if transform == Transform.ZIGZAG_PLANES and width not in ZIGZAG_WIDTHS:
         raise corrupt(f"zigzag differences of {width}-byte elements")
     count = plane_count(transform, width)
     if raw_length % count:

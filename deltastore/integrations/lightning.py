@@ -110,10 +110,10 @@ def plain(value: Any) -> Any:
     """Lightning's checkpoint as plain data: dict subclasses (AttributeDict) become dicts,
     paths and enums their text.  Anything else is left for the store to accept or refuse
     by key path (UnsupportedTypeError): nothing is pickled."""
-    if isinstance(value, Mapping) and type(value) not in (dict,) and not _is_ordered(value):
-        return {k: plain(v) for k, v in value.items()}
-    if type(value) is dict or _is_ordered(value):
+    if type(value) in (dict, OrderedDict):
         return type(value)((k, plain(v)) for k, v in value.items())
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
     if type(value) in (list, tuple):
         return type(value)(plain(v) for v in value)
     if isinstance(value, PurePath):
@@ -121,10 +121,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return plain(value.value)
     return value
-
-
-def _is_ordered(value: Any) -> bool:
-    return type(value) is OrderedDict
 
 
 def _tag_name(branch: str, path: Path) -> str:
