@@ -17,9 +17,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy import Connection
 from tqdm import tqdm
 
-from deltastore import codecs, layout, refs, tree
+from deltastore import codecs, journal, layout, refs, tree
 from deltastore.catalog import migrate, queries
 from deltastore.catalog.engine import make_engine, read_transaction, write_transaction
 from deltastore.chunking import DEFAULT_CHUNK_SIZE
@@ -223,20 +224,49 @@ class Store:
 
     def delete_ref(self, name: str) -> None:
         """Remove a tag or branch (the checkpoints stay until gc); RefNotFoundError if none."""
+        with read_transaction(self.engine) as conn:
+            existing = queries.get_ref(conn, name)
+        if existing is None:
+            raise RefNotFoundError(name, "no branch or tag of that name")
+        now_us = time.time_ns() // 1000
+        record = self._journal(journal.RefRecord(now_us, name, existing[0], None))
         with write_transaction(self.engine) as conn:
             if not queries.delete_ref(conn, name):
                 raise RefNotFoundError(name, "no branch or tag of that name")
+            queries.insert_records(conn, [record], now_us)
 
     def _set_ref(self, name: str, kind: str, ref: str, force: bool) -> str:
         refs.validate_name(name)
-        with write_transaction(self.engine) as conn:
+        with read_transaction(self.engine) as conn:
             checkpoint_id = refs.resolve(conn, ref)
-            existing = queries.get_ref(conn, name)
-            moved = existing is not None and existing != (kind, checkpoint_id)
-            if existing is not None and moved and (not force or existing[0] != kind):
-                raise RefExistsError(name, existing[0], existing[1])
-            queries.set_ref(conn, name, kind, checkpoint_id, time.time_ns() // 1000)
+            if queries.get_ref(conn, name) == (kind, checkpoint_id):
+                return checkpoint_id  # already there: nothing to record
+            self._check_ref_move(conn, name, kind, checkpoint_id, force)
+        now_us = time.time_ns() // 1000
+        record = self._journal(journal.RefRecord(now_us, name, kind, checkpoint_id))
+        with write_transaction(self.engine) as conn:
+            if queries.get_checkpoint(conn, checkpoint_id) is None:  # forgotten meanwhile
+                raise RefNotFoundError(ref, "the checkpoint was removed meanwhile")
+            self._check_ref_move(conn, name, kind, checkpoint_id, force)
+            queries.set_ref(conn, name, kind, checkpoint_id, now_us)
+            queries.insert_records(conn, [record], now_us)
         return checkpoint_id
+
+    @staticmethod
+    def _check_ref_move(
+        conn: Connection, name: str, kind: str, checkpoint_id: str, force: bool
+    ) -> None:
+        existing = queries.get_ref(conn, name)
+        moved = existing is not None and existing != (kind, checkpoint_id)
+        if existing is not None and moved and (not force or existing[0] != kind):
+            raise RefExistsError(name, existing[0], existing[1])
+
+    def _journal(self, record: journal.Record) -> journal.WrittenRecord:
+        """Write a journal record (durable) before the catalog transaction it explains."""
+        if not self._format_current:
+            layout.upgrade_format(self.root)
+            self._format_current = True
+        return journal.write(self.objects, record, self.codec)
 
     # -- reading --------------------------------------------------------------------------------
 

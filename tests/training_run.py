@@ -1,17 +1,20 @@
 """A small training run, driven by tests/test_training.py in real subprocesses.
 
-    python tests/training_run.py STORE BRANCH TOTAL_STEPS sync|async
+    python tests/training_run.py STORE BRANCH TOTAL_STEPS sync|async [PAUSE_AT]
 
 Trains an MLP with dropout on a fixed dataset, shuffled per epoch from a
 seeded generator, with augmentation noise from Python's ``random`` and numpy:
 every random source a resumed run must restore.  Saves every 5 steps through
 CheckpointManager and prints ``step N`` after each step, so the test can kill
-it at a known point.
+it at a known point.  With PAUSE_AT it waits for a signal after printing that
+step, so a signal always lands between the same two steps however loaded the
+machine is.
 """
 
 from __future__ import annotations
 
 import random
+import signal
 import sys
 
 import numpy as np
@@ -24,6 +27,7 @@ SAMPLES, BATCH = 96, 16
 
 def main() -> None:
     store, branch, total, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    pause_at = int(sys.argv[5]) if len(sys.argv) > 5 else None
     torch.set_num_threads(1)
     torch.manual_seed(0)
     random.seed(0)
@@ -62,6 +66,8 @@ def main() -> None:
         scheduler.step()
         manager.maybe_save(step, **parts, extra=position, metrics={"loss": loss.item()})
         print(f"step {step}", flush=True)
+        if step == pause_at:
+            signal.pause()  # returns once the signal's handler ran (SIGKILL never returns)
     manager.close()
 
 

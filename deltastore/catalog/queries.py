@@ -24,6 +24,7 @@ from deltastore.catalog.models import (
     RefRow,
     StoreMeta,
 )
+from deltastore.codecs.header import Kind
 from deltastore.info import CheckpointInfo, EntryInfo, datetime_from_us
 
 _checkpoints = cast(Table, CheckpointRow.__table__)
@@ -295,6 +296,26 @@ def entry_chunks_of(conn: Connection, checkpoint_id: str) -> dict[str, EntryChun
         path: EntryChunks(entries[path].dtype, entries[path].shape, ids)
         for path, ids in chunk_ids_of(conn, checkpoint_id).items()
     }
+
+
+def insert_records(conn: Connection, records: Iterable[Any], created_at_us: int) -> None:
+    """List journal records (deltastore.journal.WrittenRecord) as objects, so gc keeps them."""
+    _insert_ignore(
+        conn,
+        _objects,
+        [
+            {
+                "id": r.id,
+                "kind": Kind.RECORD,
+                "raw_bytes": r.raw_bytes,
+                "stored_bytes": r.stored_bytes,
+                "base_id": None,
+                "depth": 0,
+                "created_at_us": created_at_us,
+            }
+            for r in records
+        ],
+    )
 
 
 def object_totals(conn: Connection) -> tuple[int, int]:

@@ -27,6 +27,7 @@ MAX_ELEMENT_WIDTH = 64
 class Kind(IntEnum):
     CHUNK = 0
     MANIFEST = 1
+    RECORD = 2  # a journal record (deltastore.journal): a ref change, a forget, a thin
 
 
 class Transform(IntEnum):
