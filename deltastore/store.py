@@ -24,6 +24,7 @@ from deltastore import codecs, journal, layout, refs, tree
 from deltastore.catalog import migrate, queries
 from deltastore.catalog.engine import make_engine, read_transaction, write_transaction
 from deltastore.chunking import DEFAULT_CHUNK_SIZE
+from deltastore.diff import CheckpointComparer, CheckpointDiff
 from deltastore.errors import CorruptObjectError, RefExistsError, RefNotFoundError
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.load import CheckpointReader, Progress
@@ -298,6 +299,16 @@ class Store:
         checkpoint_id = self.resolve(ref)
         with read_transaction(self.engine) as conn:
             return queries.entries_of(conn, checkpoint_id)
+
+    def diff(self, a: str, b: str, prefix: str | None = None) -> CheckpointDiff:
+        """How checkpoint ``b`` differs from ``a``, entry by entry, and their metric deltas.
+
+        Identical entries are found in the catalog without decoding; changed
+        ones are decoded and measured (max abs difference, L2 norm of the
+        difference, relative change, fraction of elements changed).
+        ``prefix`` keeps only key paths starting with it (e.g. ``"model/"``).
+        """
+        return CheckpointComparer(self.engine, self._reader, self._progress).diff(a, b, prefix)
 
     def log(
         self, ref: str = refs.DEFAULT_BRANCH, limit: int | None = None

@@ -18,9 +18,19 @@ from deltastore.cli.common import (
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser("log", help="show the history of a branch")
     parser.add_argument("ref", nargs="?", default="main", help="where to start (default: main)")
-    parser.add_argument("-n", "--limit", type=int, default=None, help="show at most N checkpoints")
+    parser.add_argument(
+        "-n", "--limit", type=_count, default=None, help="show at most N checkpoints"
+    )
     add_json_flag(parser)
     parser.set_defaults(run=run)
+
+
+def _count(text: str) -> int:
+    """A non-negative -n (a negative one used to print "no checkpoints yet")."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,10 +13,30 @@ import sys
 from collections.abc import Sequence
 
 from deltastore import __version__
-from deltastore.cli import cmd_init, cmd_log, cmd_show, cmd_stats
+from deltastore.cli import (
+    cmd_branch,
+    cmd_diff,
+    cmd_init,
+    cmd_log,
+    cmd_refs,
+    cmd_rev_parse,
+    cmd_show,
+    cmd_stats,
+    cmd_tag,
+)
 from deltastore.errors import DeltastoreError
 
-VERBS = (cmd_init, cmd_log, cmd_show, cmd_stats)
+VERBS = (
+    cmd_init,
+    cmd_log,
+    cmd_show,
+    cmd_stats,
+    cmd_tag,
+    cmd_branch,
+    cmd_refs,
+    cmd_rev_parse,
+    cmd_diff,
+)
 STORE_ENV = "DELTASTORE_STORE"
 
 

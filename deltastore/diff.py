@@ -1,0 +1,279 @@
+"""Comparing two checkpoints entry by entry: what was added, removed, retyped or changed.
+
+Entries are matched by key path.  Whether an entry is identical is read from
+the catalog alone: same dtype, same shape and same digest (the BLAKE3 of its
+chunk ids, which are BLAKE3s of the raw bytes) mean the same bytes, so a diff
+of two checkpoints that share most of their weights decodes only what
+changed.  Changed entries are decoded in batches of at most ``BATCH_BYTES``
+per side (all their chunks in parallel) and measured by ``array_diff``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from deltastore import arrays, refs
+from deltastore.array_diff import ArrayDifference, ElementType, compare_arrays
+from deltastore.catalog import queries
+from deltastore.catalog.engine import read_transaction
+from deltastore.errors import CorruptObjectError, RefNotFoundError
+from deltastore.info import CheckpointInfo, EntryInfo
+from deltastore.load import CheckpointReader, Progress, read_manifest
+from deltastore.manifest import Manifest, ManifestEntry
+
+ADDED = "added"
+REMOVED = "removed"
+CHANGED_TYPE = "changed_type"
+CHANGED = "changed"
+IDENTICAL = "identical"
+
+#: Raw bytes of changed entries decoded at once per side: bounds the diff's memory
+#: to about twice this, whatever the model's size (one larger entry is its own batch).
+BATCH_BYTES = 256 << 20
+
+ProgressFactory = Callable[[int, str], AbstractContextManager[Progress | None]]
+
+
+@dataclass(frozen=True)
+class EntryDiff:
+    """One key path in either checkpoint; ``a``/``b`` are None where it is absent."""
+
+    key_path: str
+    status: str  # ADDED, REMOVED, CHANGED_TYPE, CHANGED or IDENTICAL
+    a: EntryInfo | None
+    b: EntryInfo | None
+    stats: ArrayDifference | None = None  # set for CHANGED only
+
+    @property
+    def relative(self) -> float | None:
+        return None if self.stats is None else self.stats.relative
+
+    def to_json(self) -> dict[str, Any]:
+        def side(entry: EntryInfo | None) -> dict[str, Any] | None:
+            if entry is None:
+                return None
+            return {"dtype": entry.dtype, "shape": list(entry.shape), "nbytes": entry.nbytes}
+
+        return {
+            "key_path": self.key_path,
+            "status": self.status,
+            "a": side(self.a),
+            "b": side(self.b),
+            "stats": None if self.stats is None else self.stats.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    """A metric in either checkpoint; ``delta`` is ``b - a`` when both have it."""
+
+    name: str
+    a: float | int | None
+    b: float | int | None
+
+    @property
+    def status(self) -> str:
+        if self.a is None:
+            return ADDED
+        if self.b is None:
+            return REMOVED
+        same = self.a == self.b or (math.isnan(self.a) and math.isnan(self.b))
+        return IDENTICAL if same else CHANGED
+
+    @property
+    def delta(self) -> float | int | None:
+        return None if self.a is None or self.b is None else self.b - self.a
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "a": self.a,
+            "b": self.b,
+            "delta": self.delta,
+        }
+
+
+@dataclass(frozen=True)
+class CheckpointDiff:
+    """How checkpoint ``b`` differs from ``a``.
+
+    ``entries`` come largest change first: added, removed and retyped entries,
+    then changed ones by relative change (NaN first, then inf, then
+    descending; integer and bool entries, which have none, by the fraction
+    of elements changed), then identical ones; ties keep checkpoint order.
+    """
+
+    a: CheckpointInfo
+    b: CheckpointInfo
+    prefix: str | None
+    entries: list[EntryDiff]
+    metrics: list[MetricDelta]
+
+    def count(self, status: str) -> int:
+        return sum(1 for e in self.entries if e.status == status)
+
+    def to_json(self) -> dict[str, Any]:
+        def side(info: CheckpointInfo) -> dict[str, Any]:
+            return {"id": info.id, "step": info.step, "message": info.message}
+
+        statuses = (ADDED, REMOVED, CHANGED_TYPE, CHANGED, IDENTICAL)
+        return {
+            "a": side(self.a),
+            "b": side(self.b),
+            "prefix": self.prefix,
+            "summary": {status: self.count(status) for status in statuses},
+            "entries": [e.to_json() for e in self.entries],
+            "metrics": [m.to_json() for m in self.metrics],
+        }
+
+
+def classify(
+    entries_a: list[EntryInfo], entries_b: list[EntryInfo], prefix: str | None = None
+) -> list[EntryDiff]:
+    """Match entries by key path and say what happened to each, from catalog facts alone."""
+    wanted = (lambda path: path.startswith(prefix)) if prefix else (lambda path: True)
+    by_path_b = {e.key_path: e for e in entries_b if wanted(e.key_path)}
+    result = []
+    for a in entries_a:
+        if not wanted(a.key_path):
+            continue
+        b = by_path_b.pop(a.key_path, None)
+        if b is None:
+            result.append(EntryDiff(a.key_path, REMOVED, a, None))
+        elif (a.dtype, a.shape) != (b.dtype, b.shape):
+            result.append(EntryDiff(a.key_path, CHANGED_TYPE, a, b))
+        elif a.digest == b.digest and a.nbytes == b.nbytes:
+            result.append(EntryDiff(a.key_path, IDENTICAL, a, b))
+        else:
+            result.append(EntryDiff(a.key_path, CHANGED, a, b))
+    result.extend(EntryDiff(b.key_path, ADDED, None, b) for b in by_path_b.values())
+    return result
+
+
+def compare_metrics(a: dict[str, float | int], b: dict[str, float | int]) -> list[MetricDelta]:
+    """Every metric of either checkpoint: a's in their order, then those only b has."""
+    return [MetricDelta(name, a.get(name), b.get(name)) for name in {**a, **b}]
+
+
+def _rank(entry: EntryDiff) -> tuple[int, float]:
+    if entry.status in (ADDED, REMOVED, CHANGED_TYPE):
+        return (0, 0.0)
+    if entry.status == IDENTICAL or entry.stats is None:
+        return (4, 0.0)
+    relative = entry.stats.relative
+    if relative is None:
+        return (3, -entry.stats.changed_fraction)
+    if math.isnan(relative):
+        return (1, 0.0)
+    return (2, -relative)
+
+
+def _batches(changed: list[EntryDiff]) -> Iterator[list[EntryDiff]]:
+    batch: list[EntryDiff] = []
+    size = 0
+    for entry in changed:
+        assert entry.a is not None
+        if batch and size + entry.a.nbytes > BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += entry.a.nbytes
+    if batch:
+        yield batch
+
+
+class CheckpointComparer:
+    """Runs a diff with the store's catalog, reader and thread pool."""
+
+    def __init__(self, engine: Engine, reader: CheckpointReader, progress: ProgressFactory) -> None:
+        self.engine = engine
+        self.reader = reader
+        self.progress = progress
+
+    def diff(self, ref_a: str, ref_b: str, prefix: str | None = None) -> CheckpointDiff:
+        with read_transaction(self.engine) as conn:
+            infos = []
+            entries = []
+            for ref in (ref_a, ref_b):
+                checkpoint_id = refs.resolve(conn, ref)
+                info = queries.get_checkpoint(conn, checkpoint_id)
+                if info is None:  # resolve() just saw it: only a concurrent gc could get here
+                    raise RefNotFoundError(ref)
+                infos.append(info)
+                entries.append(queries.entries_of(conn, checkpoint_id))
+        a, b = infos
+        classified = classify(entries[0], entries[1], prefix)
+        stats = self._measure(a.id, b.id, [e for e in classified if e.status == CHANGED])
+        measured = [
+            EntryDiff(e.key_path, e.status, e.a, e.b, stats[e.key_path])
+            if e.key_path in stats
+            else e
+            for e in classified
+        ]
+        measured.sort(key=_rank)
+        return CheckpointDiff(a, b, prefix, measured, compare_metrics(a.metrics, b.metrics))
+
+    def _measure(
+        self, id_a: str, id_b: str, changed: list[EntryDiff]
+    ) -> dict[str, ArrayDifference]:
+        """Decode the changed entries of both sides, batch by batch, and compare them."""
+        if not changed:
+            return {}
+        sides = []
+        for checkpoint_id in (id_a, id_b):
+            m = read_manifest(self.reader.objects, checkpoint_id)
+            sides.append(_Side(checkpoint_id, m, {e.key_path: e for e in m.entries}))
+        total = 2 * sum(e.a.nbytes for e in changed if e.a)  # a changed entry keeps its size
+        result: dict[str, ArrayDifference] = {}
+        with self.progress(total, "diff") as progress:
+            for batch in _batches(changed):
+                result.update(self._measure_batch(sides, batch, progress))
+        return result
+
+    def _measure_batch(
+        self, sides: list[_Side], batch: list[EntryDiff], progress: Progress | None
+    ) -> dict[str, ArrayDifference]:
+        """One batch: its arrays live only while this runs."""
+        side_a, side_b = sides
+        wanted = [side_a.entry(e.key_path) for e in batch]
+        values_a = self.reader.restore_entries(side_a.id, side_a.manifest, wanted, progress)
+        values_b = self.reader.restore_entries(
+            side_b.id, side_b.manifest, [side_b.entry(e.key_path) for e in batch], progress
+        )
+        pairs = [
+            (
+                ElementType.of(entry.kind, entry.dtype),
+                arrays.to_bytes(value_a, entry.key_path).data,
+                arrays.to_bytes(value_b, entry.key_path).data,
+            )
+            for entry, value_a, value_b in zip(wanted, values_a, values_b, strict=True)
+        ]
+        differences = compare_arrays(pairs, self.reader.pool)
+        return dict(zip((e.key_path for e in batch), differences, strict=True))
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One checkpoint of a diff, with its manifest entries by key path."""
+
+    id: str
+    manifest: Manifest
+    by_path: dict[str, ManifestEntry]
+
+    def entry(self, key_path: str) -> ManifestEntry:
+        found = self.by_path.get(key_path)
+        if found is None:  # the catalog is an index of the manifests: they must agree
+            raise CorruptObjectError(
+                self.id,
+                f"the manifest has no entry {key_path!r}, which the catalog lists",
+                checkpoint_id=self.id,
+                key_path=key_path,
+            )
+        return found
