@@ -285,6 +285,58 @@ class StorageError(DeltastoreError, OSError):
         return (type(self), (self.what, self.cause))
 
 
+# -- export and import (deltastore.exchange) ---------------------------------------------------
+
+
+class ExportError(DeltastoreError, ValueError):
+    """A checkpoint cannot be exported to the file asked for; no file was written."""
+
+    exit_code = 21
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot export to {path!r}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason))
+
+
+class ExportDtypeError(ExportError):
+    """An entry's dtype has no safetensors equivalent (the torch format holds every dtype)."""
+
+    def __init__(self, path: str, key_path: str, dtype: str) -> None:
+        self.key_path = key_path
+        self.dtype = dtype
+        super().__init__(
+            path,
+            f"entry {key_path!r} has dtype {dtype}, which safetensors cannot hold "
+            "(export it in the torch format)",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.key_path, self.dtype))
+
+
+class ImportSourceError(DeltastoreError, ValueError):
+    """A file or folder cannot be imported: an unsupported file, one that is not
+    weights-only loadable, a malformed model folder.  Found before anything is
+    saved whenever it shows without reading tensor data."""
+
+    exit_code = 22
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot import {path!r}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason))
+
+
+# -- end of export and import ------------------------------------------------------------------
+
+
 def _corrupt(
     object_id: str,
     reason: str,

@@ -26,9 +26,12 @@ from deltastore.catalog.engine import make_engine, read_transaction, write_trans
 from deltastore.chunking import DEFAULT_CHUNK_SIZE
 from deltastore.diff import CheckpointComparer, CheckpointDiff
 from deltastore.errors import CorruptObjectError, RefExistsError, RefNotFoundError
+from deltastore.exchange.export import export_checkpoint
+from deltastore.exchange.imports import import_into
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.load import CheckpointReader, Progress
 from deltastore.objects import LocalObjectStore, ObjectStore
+from deltastore.refs import DEFAULT_BRANCH
 from deltastore.save import CheckpointWriter, validate_inputs
 
 #: Below this many bytes a progress bar would only flicker.
@@ -350,3 +353,48 @@ class Store:
             stored_bytes=stored,
             checkpoints=checkpoints,
         )
+
+    # -- export and import (deltastore/exchange) ------------------------------------------------
+
+    def export(
+        self,
+        ref: str,
+        path: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        prefix: str | None = None,
+    ) -> Path:
+        """Write checkpoint ``ref`` (or its subtree at key path ``prefix``) to a file.
+
+        ``format`` is "safetensors" (the array entries, named by key path below
+        the prefix; non-array leaves are left out) or "torch" (``torch.save`` of
+        the tree, loadable with ``torch.load(weights_only=True)``; numpy arrays
+        become tensors); by default the extension decides (.safetensors, .pt,
+        .pth).  The file appears whole or not at all.
+        """
+        return export_checkpoint(
+            self._reader,
+            self.resolve(ref),
+            path,
+            format=format,
+            prefix=prefix,
+            progress=self._progress,
+        )
+
+    def import_path(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        branch: str = DEFAULT_BRANCH,  # `refs` is a method by now
+        message: str | None = None,
+        step: int | None = None,
+    ) -> list[str]:
+        """Save a .pt/.pth/.bin/.safetensors file, a Hugging Face model folder or a folder
+        of checkpoints as checkpoints on ``branch``, in order; return their ids.
+
+        Torch files are read with ``torch.load(weights_only=True)`` only.  Every
+        file is checked before the first checkpoint is saved.
+        """
+        return import_into(self, path, branch=branch, message=message, step=step)
+
+    # -- end of export and import ---------------------------------------------------------------

@@ -135,6 +135,26 @@ CASES: dict[str, Case] = {
         (OSError,),
         9,
     ),
+    # -- export and import (deltastore.exchange) --
+    "export": Case(
+        errors.ExportError("out.npz", "cannot tell the format"),
+        "cannot export to 'out.npz': cannot tell the format",
+        (ValueError,),
+        21,
+    ),
+    "export dtype": Case(
+        errors.ExportDtypeError("out.safetensors", "model/z", "complex128"),
+        "cannot export to 'out.safetensors': entry 'model/z' has dtype complex128, which "
+        "safetensors cannot hold (export it in the torch format)",
+        (ValueError,),
+        21,
+    ),
+    "import source": Case(
+        errors.ImportSourceError("notes.txt", "not a weights file"),
+        "cannot import 'notes.txt': not a weights file",
+        (ValueError,),
+        22,
+    ),
 }
 
 

@@ -16,6 +16,8 @@ from deltastore import __version__
 from deltastore.cli import (
     cmd_branch,
     cmd_diff,
+    cmd_export,
+    cmd_import,
     cmd_init,
     cmd_log,
     cmd_refs,
@@ -36,6 +38,8 @@ VERBS = (
     cmd_refs,
     cmd_rev_parse,
     cmd_diff,
+    cmd_export,
+    cmd_import,
 )
 STORE_ENV = "DELTASTORE_STORE"
 
