@@ -460,6 +460,9 @@ def test_a_sharded_model_folder_is_one_checkpoint_in_index_order(
     assert store.info(cid).message == "tiny-model" and store.info(cid).step is None
     exported = load_file(store.export(cid, tmp_path / "merged.safetensors"))
     assert_same(dict(sorted(exported.items())), dict(sorted(tensors.items())))
+    (tmp_path / "tiny-model/config.json").unlink()  # the index alone says what the folder is
+    (no_config,) = store.import_path(tmp_path / "tiny-model")
+    assert list(store.load(no_config)) == list(index_order["weight_map"])
 
 
 def test_a_model_folder_without_index_reads_its_files_in_order(

@@ -2,10 +2,11 @@
 
 - A weights file (``.pt``, ``.pth``, ``.bin``, ``.safetensors``): one checkpoint.
 - A Hugging Face model folder (``config.json`` beside ``*.safetensors`` shards or
-  ``pytorch_model*.bin``, with or without an ``*.index.json``): one checkpoint
-  holding every tensor by its name, in the index's order (else file by file),
-  and the parsed ``config.json`` under the key ``config``.  Tokenizer files,
-  optimizer and scheduler states and ``training_args.bin`` are not read.
+  ``pytorch_model*.bin``, or a shard ``*.index.json`` with or without a config):
+  one checkpoint holding every tensor by its name, in the index's order (else
+  file by file), and the parsed ``config.json`` under the key ``config``.
+  Tokenizer files, optimizer and scheduler states and ``training_args.bin`` are
+  not read.
 - A folder whose subfolders are model folders (a Trainer's ``checkpoint-500/``,
   ``checkpoint-1000/``): one checkpoint per such subfolder; the folder's other
   contents (logs, a final model saved beside them) are left alone.
@@ -44,6 +45,8 @@ CONFIG_KEY = "config"
 #: Shard indexes, the safetensors one preferred when a folder has both.
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _DIGITS = re.compile(r"(\d+)")
+#: What ModelFolder._config returns for a folder without config.json (``null`` is valid JSON).
+_NO_CONFIG = object()
 
 
 def natural_key(name: str) -> list[Any]:
@@ -158,6 +161,8 @@ class ModelFolder(Source):
             tensors.update(part)
         if index is not None:  # the index's key order, not the shards'
             tensors = {name: tensors[name] for name in index}
+        if config is _NO_CONFIG:
+            return Loaded(tensors)
         if CONFIG_KEY in tensors:
             raise ImportSourceError(
                 str(self.path), f"a tensor is named {CONFIG_KEY!r}, the key its config goes under"
@@ -165,7 +170,10 @@ class ModelFolder(Source):
         return Loaded({**tensors, CONFIG_KEY: config})
 
     def _config(self) -> Any:
+        """The parsed config.json, or ``_NO_CONFIG`` (a sharded folder may come without one)."""
         path = self.path / CONFIG_FILE
+        if not path.exists():
+            return _NO_CONFIG
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -238,10 +246,10 @@ def model_weight_files(folder: Path) -> list[Path]:
 
 
 def is_model_folder(folder: Path) -> bool:
-    if not (folder / CONFIG_FILE).is_file():
-        return False
-    has_index = any((folder / name).is_file() for name in INDEX_FILES)
-    return has_index or bool(model_weight_files(folder))
+    """config.json beside weight files, or a shard index (which says what the folder is)."""
+    if any((folder / name).is_file() for name in INDEX_FILES):
+        return True
+    return (folder / CONFIG_FILE).is_file() and bool(model_weight_files(folder))
 
 
 def weight_file_source(path: Path, step: int | None = None) -> Source:
