@@ -9,6 +9,7 @@
 """
 
 from deltastore.errors import (
+    AmbiguousObjectError,
     AmbiguousRefError,
     AsyncSaveError,
     ConcurrentUpdateError,
@@ -19,6 +20,7 @@ from deltastore.errors import (
     ExportError,
     ImportSourceError,
     InvalidRefNameError,
+    ObjectNotFoundError,
     RefExistsError,
     RefNotFoundError,
     SchemaVersionError,
@@ -30,10 +32,12 @@ from deltastore.errors import (
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.store import Store, init, open
 from deltastore.training import CheckpointManager, KeepPolicy
+from deltastore.verify import VerifyReport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousObjectError",
     "AmbiguousRefError",
     "AsyncSaveError",
     "CheckpointInfo",
@@ -48,6 +52,7 @@ __all__ = [
     "ImportSourceError",
     "InvalidRefNameError",
     "KeepPolicy",
+    "ObjectNotFoundError",
     "RefExistsError",
     "RefNotFoundError",
     "SchemaVersionError",
@@ -57,6 +62,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreStats",
     "UnsupportedTypeError",
+    "VerifyReport",
     "init",
     "open",
 ]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from deltastore import __version__
 from deltastore.cli import (
     cmd_branch,
+    cmd_cat,
     cmd_diff,
     cmd_export,
     cmd_import,
@@ -25,6 +26,7 @@ from deltastore.cli import (
     cmd_show,
     cmd_stats,
     cmd_tag,
+    cmd_verify,
 )
 from deltastore.errors import DeltastoreError
 
@@ -40,6 +42,8 @@ VERBS = (
     cmd_diff,
     cmd_export,
     cmd_import,
+    cmd_verify,
+    cmd_cat,
 )
 STORE_ENV = "DELTASTORE_STORE"
 
