@@ -9,18 +9,17 @@
 """
 
 from deltastore.errors import (
-    AmbiguousObjectError,
     AmbiguousRefError,
     AsyncSaveError,
     ConcurrentUpdateError,
     CorruptObjectError,
     DeltastoreError,
     EntryNotFoundError,
+    EntryThinnedError,
     ExportDtypeError,
     ExportError,
     ImportSourceError,
     InvalidRefNameError,
-    ObjectNotFoundError,
     RefExistsError,
     RefNotFoundError,
     SchemaVersionError,
@@ -29,15 +28,16 @@ from deltastore.errors import (
     StoreNotFoundError,
     UnsupportedTypeError,
 )
+from deltastore.forget import ForgetReport
+from deltastore.gc import GcReport
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.store import Store, init, open
+from deltastore.thin import ThinReport
 from deltastore.training import CheckpointManager, KeepPolicy
-from deltastore.verify import VerifyReport
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmbiguousObjectError",
     "AmbiguousRefError",
     "AsyncSaveError",
     "CheckpointInfo",
@@ -47,12 +47,14 @@ __all__ = [
     "DeltastoreError",
     "EntryInfo",
     "EntryNotFoundError",
+    "EntryThinnedError",
     "ExportDtypeError",
     "ExportError",
+    "ForgetReport",
+    "GcReport",
     "ImportSourceError",
     "InvalidRefNameError",
     "KeepPolicy",
-    "ObjectNotFoundError",
     "RefExistsError",
     "RefNotFoundError",
     "SchemaVersionError",
@@ -61,8 +63,8 @@ __all__ = [
     "StoreExistsError",
     "StoreNotFoundError",
     "StoreStats",
+    "ThinReport",
     "UnsupportedTypeError",
-    "VerifyReport",
     "init",
     "open",
 ]

@@ -152,3 +152,10 @@ class RecentChunks:
     def forget(self, branch: str) -> None:
         with self._lock:
             self._by_branch.pop(branch, None)
+
+    def clear(self) -> None:
+        """Drop every branch's copies (after a gc) and recycle their buffers."""
+        with self._lock:
+            dropped, self._by_branch = self._by_branch, {}
+        unique = {id(k): k for _, chunks in dropped.values() for k in chunks.values()}
+        self.copies.recycle(unique.values())

@@ -146,6 +146,17 @@ class EntryNotFoundError(DeltastoreError, KeyError):
         return (type(self), (self.checkpoint_id, self.key_path))
 
 
+class EntryThinnedError(EntryNotFoundError):
+    """The entry was removed from this checkpoint by ``thin``; its other entries remain."""
+
+    def __init__(self, checkpoint_id: str, key_path: str) -> None:
+        super().__init__(checkpoint_id, key_path)
+        self.args = (
+            f"entry {key_path!r} of checkpoint {checkpoint_id[:12]} was thinned away "
+            "(deltastore thin); the checkpoint's other entries remain",
+        )
+
+
 class CorruptObjectError(DeltastoreError):
     """An object is missing, truncated or does not hash to its id.
 
@@ -335,41 +346,6 @@ class ImportSourceError(DeltastoreError, ValueError):
 
 
 # -- end of export and import ------------------------------------------------------------------
-
-
-# -- verify, rebuild and cat (deltastore.verify, deltastore.rebuild, deltastore.plumbing) ------
-
-
-class ObjectNotFoundError(DeltastoreError, KeyError):
-    """An object id or id prefix names no object the catalog lists (``deltastore cat``)."""
-
-    exit_code = 6
-
-    def __init__(self, ref: str, reason: str = "") -> None:
-        self.ref = ref
-        self.reason = reason
-        super().__init__(f"no object {ref!r}" + (f": {reason}" if reason else ""))
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.ref, self.reason))
-
-
-class AmbiguousObjectError(ObjectNotFoundError):
-    """An object id prefix matches more than one object."""
-
-    def __init__(self, ref: str, candidates: list[str]) -> None:
-        self.candidates = candidates
-        shown = ", ".join(c[:12] for c in candidates[:5])
-        super().__init__(ref, f"prefix is ambiguous ({len(candidates)} matches: {shown})")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.ref, self.candidates))
-
-
-# -- end of verify, rebuild and cat ------------------------------------------------------------
 
 
 def _corrupt(

@@ -1,4 +1,4 @@
-"""The store directory: what lies where, the format-version file and the lock.
+"""The store directory: what lies where, the format-version file and the locks.
 
 ::
 
@@ -6,7 +6,29 @@
       FORMAT            {"deltastore_store_format": 2}; written last by init
       catalog.sqlite    the catalog (plus SQLite's -wal and -shm files)
       objects/ab/cdef…  one file per object, named by its id
-      lock              flock()ed while the schema is upgraded (and by gc)
+      lock              flock()ed while the schema or FORMAT is upgraded
+      gate.lock         flock()ed briefly by writers (shared) and by gc (exclusive)
+      write.lock        flock()ed shared by every writer for its whole write, exclusive by gc
+
+Why writers and gc lock each other out: a save writes its objects first and
+names them in the catalog last (docs/format.md §8).  In between, its objects
+are on disk and in no catalog row, exactly like a dead save's leftovers; a
+gc that swept then would delete them and the save would commit rows naming
+missing files.  So every writer (a save, and every change that writes a
+journal record first) holds ``write.lock`` shared from its first object to
+its commit, and gc holds it exclusive from its mark to the end of its sweep.
+
+The gate keeps gc from starving: with the write lock alone, overlapping saves
+of several processes could keep it shared forever.  A writer takes the gate
+shared, then the write lock shared, and lets the gate go at once; gc takes
+the gate exclusive first, so once gc is waiting no new writer gets in, and
+gc runs as soon as the writers already inside have committed.
+
+These are flock() locks: released by the kernel when their holder dies, and
+only as good as the file system's flock (local disks; NFS emulates it).
+Readers take none: gc deletes only what no checkpoint in the catalog needs,
+so a load fails (on a missing object, never with wrong bytes) only when the
+very checkpoint it reads is forgotten and collected while it reads.
 """
 
 from __future__ import annotations
@@ -26,6 +48,8 @@ FORMAT_FILE = "FORMAT"
 CATALOG_FILE = "catalog.sqlite"
 OBJECTS_DIR = "objects"
 LOCK_FILE = "lock"
+GATE_FILE = "gate.lock"
+WRITE_LOCK_FILE = "write.lock"
 
 
 def catalog_url(root: Path) -> str:
@@ -98,3 +122,48 @@ def store_lock(root: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _open_lock(root: Path, name: str) -> int:
+    return os.open(root / name, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+@contextmanager
+def writing(root: Path) -> Iterator[None]:
+    """Held (shared) by a writer from its first object write to its catalog commit.
+
+    Many writers hold it at once; gc waits until all of them have committed.
+    Not reentrant: a holder that asks again while gc waits would deadlock,
+    so callers take it once, around the whole write.
+    """
+    gate = _open_lock(root, GATE_FILE)
+    try:
+        fcntl.flock(gate, fcntl.LOCK_SH)
+        fd = _open_lock(root, WRITE_LOCK_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+    finally:
+        os.close(gate)  # the gate is only passed through
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def collecting(root: Path) -> Iterator[None]:
+    """Held (exclusive) by gc from its mark to the end of its sweep: no writer is inside."""
+    gate = _open_lock(root, GATE_FILE)
+    try:
+        fcntl.flock(gate, fcntl.LOCK_EX)  # from here on, new writers wait at the gate
+        fd = _open_lock(root, WRITE_LOCK_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the writers already inside have committed
+            yield
+        finally:
+            os.close(fd)
+    finally:
+        os.close(gate)

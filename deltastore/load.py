@@ -9,14 +9,20 @@ array, so a restore allocates each array once and copies nothing else large.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
 from deltastore import arrays, codecs, manifest, tree
 from deltastore.chunking import chunk_bounds, chunk_count
-from deltastore.errors import CorruptObjectError, EntryNotFoundError, UnsupportedTypeError
+from deltastore.errors import (
+    CorruptObjectError,
+    EntryNotFoundError,
+    EntryThinnedError,
+    UnsupportedTypeError,
+)
 from deltastore.manifest import Manifest, ManifestEntry
 from deltastore.objects import ObjectStore
 
@@ -186,17 +192,67 @@ class CheckpointReader:
             for e, a in zip(entries, results, strict=True)
         ]
 
-    def load(self, checkpoint_id: str, progress: Progress | None = None) -> Any:
+    def load(
+        self,
+        checkpoint_id: str,
+        progress: Progress | None = None,
+        present: Collection[str] | None = None,
+    ) -> Any:
+        """The checkpoint's state; ``present``: the key paths the catalog still has (thin)."""
         m = read_manifest(self.objects, checkpoint_id)
+        if present is not None:
+            m = without_thinned(m, present)
         leaves = self.restore_entries(checkpoint_id, m, m.entries, progress)
         return tree.unflatten(m.structure, leaves)
 
-    def load_entry(self, checkpoint_id: str, key_path: str) -> Any:
+    def load_entry(
+        self, checkpoint_id: str, key_path: str, present: Collection[str] | None = None
+    ) -> Any:
         m = read_manifest(self.objects, checkpoint_id)
         for entry in m.entries:
             if entry.key_path == key_path:
+                if present is not None and key_path not in present:
+                    raise EntryThinnedError(checkpoint_id, key_path)
                 return self.restore_entries(checkpoint_id, m, [entry])[0]
         raise EntryNotFoundError(checkpoint_id, key_path)
+
+
+def without_thinned(m: Manifest, present: Collection[str]) -> Manifest:
+    """The manifest as the catalog has it now: entries ``thin`` removed are left out.
+
+    A thinned leaf disappears from its dict; inside a list or tuple it becomes
+    None, so the other items keep their positions.  Containers and non-array
+    values stay as saved.  Manifests are immutable (their hash is the
+    checkpoint id), so thinning is applied here, on every read.
+    """
+    kept = [i for i, e in enumerate(m.entries) if e.key_path in present]
+    if len(kept) == len(m.entries):
+        return m
+    renumber = {old: new for new, old in enumerate(kept)}
+    return dataclasses.replace(
+        m,
+        structure=_prune(m.structure, renumber),
+        entries=tuple(m.entries[i] for i in kept),
+    )
+
+
+def _thinned(node: tree.JSON, renumber: dict[int, int]) -> bool:
+    return isinstance(node, dict) and set(node) == {"array"} and node["array"] not in renumber
+
+
+def _prune(node: tree.JSON, renumber: dict[int, int]) -> tree.JSON:
+    if isinstance(node, list):
+        return [None if _thinned(v, renumber) else _prune(v, renumber) for v in node]
+    if not isinstance(node, dict) or len(node) != 1:
+        return node
+    ((tag, body),) = node.items()
+    if tag == "array":
+        return {"array": renumber[body]}
+    if tag == "tuple":
+        return {"tuple": _prune(body, renumber)}
+    if tag in ("dict", "odict"):
+        return {tag: [[k, _prune(v, renumber)] for k, v in body if not _thinned(v, renumber)]}
+    return node
 
 
 def _check_entry(checkpoint_id: str, entry: ManifestEntry, chunk_size: int) -> None:

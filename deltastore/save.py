@@ -149,6 +149,8 @@ class CheckpointWriter:
         self._hints: dict[tuple[str, str], tuple[bool, int]] = {}
         # One save at a time per writer: the base copies are recycled between saves.
         self._save_lock = threading.Lock()
+        # The store's gc generation when this writer last looked (see _after_gc).
+        self._gc_generation: str | None = None
 
     # -- chunks ---------------------------------------------------------------------------------
 
@@ -414,6 +416,22 @@ class CheckpointWriter:
             base_id = base.hex() if base is not None else None
         return depth
 
+    def _after_gc(self, generation: str | None) -> None:
+        """Drop what earlier saves left in memory if a gc ran since (the caller holds the lock).
+
+        A save decides what to skip only from the catalog and the disk, read
+        under the writer lock (layout.writing) that gc cannot take meanwhile:
+        nothing this writer carries from one save to the next tells it an
+        object exists.  The chunk copies kept as delta bases are bytes named
+        by their hash, right whatever gc did; they are dropped all the same,
+        so that no knowledge older than a gc outlives it, whatever is cached
+        here in the future.  Cost: the first save after a gc reads its delta
+        bases back from the store.
+        """
+        if generation != self._gc_generation:
+            self.recent.clear()
+            self._gc_generation = generation
+
     # -- the checkpoint -------------------------------------------------------------------------
 
     def save(
@@ -443,6 +461,7 @@ class CheckpointWriter:
     ) -> CheckpointInfo:
         with read_transaction(self.engine) as conn:
             head = queries.get_ref(conn, branch)
+            self._after_gc(queries.get_meta(conn).get(queries.GC_GENERATION))
         parent = head[1] if head else None
         try:
             written = self.write_chunks(flat.leaves, branch, parent, progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,16 +28,23 @@ from deltastore.diff import CheckpointComparer, CheckpointDiff
 from deltastore.errors import CorruptObjectError, RefExistsError, RefNotFoundError
 from deltastore.exchange.export import export_checkpoint
 from deltastore.exchange.imports import import_into
+from deltastore.forget import ForgetReport
+from deltastore.forget import forget as forget_checkpoints
+from deltastore.gc import GcReport, find_garbage, sweep
+from deltastore.gc import report as gc_report
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.load import CheckpointReader, Progress
 from deltastore.objects import LocalObjectStore, ObjectStore
-from deltastore.prefix_stats import PrefixReport, by_prefix
 from deltastore.refs import DEFAULT_BRANCH
+from deltastore.retention import KeepPolicy
 from deltastore.save import CheckpointWriter, validate_inputs
-from deltastore.verify import Verifier, VerifyReport
+from deltastore.thin import ThinReport
+from deltastore.thin import thin as thin_entries
 
 #: Below this many bytes a progress bar would only flicker.
 PROGRESS_MIN_BYTES = 256 << 20
+#: ... and below this many objects (gc's sweep).
+PROGRESS_MIN_OBJECTS = 10_000
 
 
 def open(
@@ -169,14 +176,17 @@ class Store:
         return f"<deltastore.Store {str(self.root)!r}>"
 
     @contextmanager
-    def _progress(self, total: int, desc: str) -> Iterator[Progress | None]:
+    def _progress(
+        self, total: int, desc: str, unit: str = "B", min_total: int = PROGRESS_MIN_BYTES
+    ) -> Iterator[Progress | None]:
         show = self.progress
         if show is None:
-            show = total >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
+            show = total >= min_total and sys.stderr.isatty()
         if not show:
             yield None
             return
-        with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024) as bar:
+        scale = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
+        with tqdm(total=total, desc=desc, unit=unit, **scale) as bar:
             yield bar.update
 
     # -- writing --------------------------------------------------------------------------------
@@ -203,7 +213,8 @@ class Store:
             self._format_current = True
         flat = tree.flatten(state)
         total = sum(len(arr.data) for _, arr in flat.leaves)
-        with self._progress(total, "save") as progress:
+        # The writer lock: gc must not sweep this save's objects before its commit lists them.
+        with layout.writing(self.root), self._progress(total, "save") as progress:
             info = self._writer.save(
                 flat,
                 branch=branch,
@@ -235,11 +246,12 @@ class Store:
         if existing is None:
             raise RefNotFoundError(name, "no branch or tag of that name")
         now_us = time.time_ns() // 1000
-        record = self._journal(journal.RefRecord(now_us, name, existing[0], None))
-        with write_transaction(self.engine) as conn:
-            if not queries.delete_ref(conn, name):
-                raise RefNotFoundError(name, "no branch or tag of that name")
-            queries.insert_records(conn, [record], now_us)
+        with layout.writing(self.root):  # the record is unlisted until the commit: no gc
+            record = self._journal(journal.RefRecord(now_us, name, existing[0], None))
+            with write_transaction(self.engine) as conn:
+                if not queries.delete_ref(conn, name):
+                    raise RefNotFoundError(name, "no branch or tag of that name")
+                queries.insert_records(conn, [record], now_us)
 
     def _set_ref(self, name: str, kind: str, ref: str, force: bool) -> str:
         refs.validate_name(name)
@@ -249,13 +261,14 @@ class Store:
                 return checkpoint_id  # already there: nothing to record
             self._check_ref_move(conn, name, kind, checkpoint_id, force)
         now_us = time.time_ns() // 1000
-        record = self._journal(journal.RefRecord(now_us, name, kind, checkpoint_id))
-        with write_transaction(self.engine) as conn:
-            if queries.get_checkpoint(conn, checkpoint_id) is None:  # forgotten meanwhile
-                raise RefNotFoundError(ref, "the checkpoint was removed meanwhile")
-            self._check_ref_move(conn, name, kind, checkpoint_id, force)
-            queries.set_ref(conn, name, kind, checkpoint_id, now_us)
-            queries.insert_records(conn, [record], now_us)
+        with layout.writing(self.root):  # the record is unlisted until the commit: no gc
+            record = self._journal(journal.RefRecord(now_us, name, kind, checkpoint_id))
+            with write_transaction(self.engine) as conn:
+                if queries.get_checkpoint(conn, checkpoint_id) is None:  # forgotten meanwhile
+                    raise RefNotFoundError(ref, "the checkpoint was removed meanwhile")
+                self._check_ref_move(conn, name, kind, checkpoint_id, force)
+                queries.set_ref(conn, name, kind, checkpoint_id, now_us)
+                queries.insert_records(conn, [record], now_us)
         return checkpoint_id
 
     @staticmethod
@@ -282,14 +295,34 @@ class Store:
             return refs.resolve(conn, ref)
 
     def load(self, ref: str = refs.DEFAULT_BRANCH) -> Any:
-        """Restore a whole state, bit-exact and verified against its hashes."""
+        """Restore a whole state, bit-exact and verified against its hashes.
+
+        Entries ``thin`` removed are left out: gone from their dicts, None in
+        their lists and tuples.
+        """
         checkpoint_id = self.resolve(ref)
-        with self._progress(self.info(checkpoint_id).logical_bytes, "load") as progress:
-            return self._reader.load(checkpoint_id, progress)
+        info, present = self._present(ref, checkpoint_id)
+        with self._progress(info.logical_bytes, "load") as progress:
+            return self._reader.load(checkpoint_id, progress, present)
 
     def load_tensor(self, ref: str, key_path: str) -> Any:
-        """Restore one array entry without decoding the others."""
-        return self._reader.load_entry(self.resolve(ref), key_path)
+        """Restore one array entry without decoding the others.
+
+        EntryNotFoundError if the checkpoint has no such entry (EntryThinnedError,
+        a subclass, if ``thin`` removed it).
+        """
+        checkpoint_id = self.resolve(ref)
+        _, present = self._present(ref, checkpoint_id)
+        return self._reader.load_entry(checkpoint_id, key_path, present)
+
+    def _present(self, ref: str, checkpoint_id: str) -> tuple[CheckpointInfo, set[str]]:
+        """A checkpoint's catalog row and the key paths it still has (thin drops some)."""
+        with read_transaction(self.engine) as conn:
+            found = queries.get_checkpoint(conn, checkpoint_id)
+            present = queries.key_paths_of(conn, checkpoint_id)
+        if found is None:  # forgotten since resolve()
+            raise RefNotFoundError(ref, "the checkpoint was removed meanwhile")
+        return found, present
 
     def info(self, ref: str) -> CheckpointInfo:
         checkpoint_id = self.resolve(ref)
@@ -356,35 +389,6 @@ class Store:
             checkpoints=checkpoints,
         )
 
-    # -- verify and stats by prefix (deltastore/verify.py, deltastore/prefix_stats.py) ----------
-
-    def verify(self, *, full: bool = False) -> VerifyReport:
-        """Check the catalog against the objects; with ``full`` also decode and re-hash all.
-
-        Quick: every object the catalog lists exists with its recorded size,
-        and every object it mentions (chunk, manifest, delta base) is listed.
-        Full: every object decoded once (delta chains resolved) and re-hashed,
-        and every manifest compared with its checkpoint's catalog rows.
-        Problems are reported, not raised: see ``VerifyReport.problems``.
-        """
-        return Verifier(self.engine, self.objects, self._pool, self._progress).run(full=full)
-
-    def stats_by_prefix(self, depth: int = 1, ref: str | None = None) -> PrefixReport:
-        """Logical and stored bytes per key prefix of ``depth`` components, from the catalog.
-
-        Over every checkpoint, or over checkpoint ``ref`` alone; each object is
-        counted once, under the prefix of the first entry that uses it.
-        """
-        checkpoint_id = None if ref is None else self.resolve(ref)
-        with read_transaction(self.engine) as conn:
-            return by_prefix(conn, depth, checkpoint_id)
-
-    def read_chunk(self, object_id: str) -> bytes:
-        """A chunk object's raw bytes, its delta chain resolved, verified against its id."""
-        return self._reader.read_chunk(object_id)
-
-    # -- end of verify and stats by prefix -------------------------------------------------------
-
     # -- export and import (deltastore/exchange) ------------------------------------------------
 
     def export(
@@ -429,3 +433,68 @@ class Store:
         return import_into(self, path, branch=branch, message=message, step=step)
 
     # -- end of export and import ---------------------------------------------------------------
+
+    # -- retention and gc (deltastore/forget.py, thin.py, gc.py) --------------------------------
+
+    def forget(
+        self,
+        policy: KeepPolicy,
+        *,
+        branches: Sequence[str] | None = None,
+        dry_run: bool = False,
+    ) -> ForgetReport:
+        """Drop from the history the checkpoints ``policy`` keeps on no branch.
+
+        The policy runs over each branch's log (all branches by default),
+        newest first; branch heads always stay; tags pointing at forgotten
+        checkpoints are deleted (``KeepPolicy(tagged=True)`` keeps them
+        instead).  Kept children are joined to their nearest kept ancestor.
+        Objects stay until :meth:`gc`; the report says what it would free.
+        ``dry_run`` changes nothing.
+        """
+        if dry_run:
+            return forget_checkpoints(self.engine, policy, branches, None)
+        with layout.writing(self.root):
+            return forget_checkpoints(self.engine, policy, branches, self._journal)
+
+    def thin(
+        self,
+        pattern: str,
+        *,
+        keep_newest: int,
+        branches: Sequence[str] | None = None,
+        dry_run: bool = False,
+    ) -> ThinReport:
+        """Remove the entries whose key path matches ``pattern`` from older checkpoints.
+
+        ``pattern`` is an fnmatch glob over whole key paths in which ``*``
+        also matches ``/`` (``"optim/*"``: all optimizer state).  The newest
+        ``keep_newest`` (>= 1) checkpoints of every branch stay whole; so does
+        every checkpoint off the chosen ``branches`` (default: all).  Loading
+        a thinned checkpoint leaves the entries out; :meth:`gc` frees their
+        chunks where nothing else needs them.  ``dry_run`` changes nothing.
+        """
+        if dry_run:
+            return thin_entries(self.engine, pattern, keep_newest, branches, None)
+        with layout.writing(self.root):
+            return thin_entries(self.engine, pattern, keep_newest, branches, self._journal)
+
+    def gc(self, *, dry_run: bool = False) -> GcReport:
+        """Delete every object no checkpoint in the catalog needs (mark and sweep).
+
+        Kept: manifests, chunks, the delta bases they decode against (however
+        deep), journal records.  Waits for saves in flight (other processes'
+        too) to commit and holds new ones back until done, so a concurrent
+        save never loses an object.  ``dry_run`` only counts.
+        """
+        with layout.collecting(self.root):
+            with read_transaction(self.engine) as conn:
+                garbage = find_garbage(conn, self.objects)
+            if not dry_run:
+                with self._progress(
+                    len(garbage.files), "gc", unit="obj", min_total=PROGRESS_MIN_OBJECTS
+                ) as progress:
+                    sweep(self.engine, self.objects, garbage, progress)
+        return gc_report(garbage, dry_run=dry_run)
+
+    # -- end of retention and gc ----------------------------------------------------------------

@@ -9,11 +9,11 @@ dialect-specific insert-or-ignore below.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, select
+from sqlalchemy import Connection, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from deltastore.catalog.models import (
@@ -95,6 +95,8 @@ def get_meta(conn: Connection) -> dict[str, str]:
 
 
 def set_meta(conn: Connection, values: dict[str, str]) -> None:
+    """Set store settings, replacing the values of keys already set."""
+    conn.execute(delete(_meta).where(_meta.c.key.in_(list(values))))
     _insert_ignore(conn, _meta, [{"key": k, "value": v} for k, v in values.items()])
 
 
@@ -323,3 +325,144 @@ def object_totals(conn: Connection) -> tuple[int, int]:
     row = conn.execute(select(func.count(), func.coalesce(func.sum(_objects.c.stored_bytes), 0)))
     count, total = row.one()
     return int(count), int(total)
+
+
+# -- retention and gc (deltastore.forget, deltastore.thin, deltastore.gc) -----------------------
+
+#: store_meta key gc bumps in its sweep transaction: a writer that sees it change drops
+#: what it remembered of the store across saves (save.py).
+GC_GENERATION = "gc_generation"
+
+
+def checkpoint_ids(conn: Connection) -> set[str]:
+    return {r.id for r in conn.execute(select(_checkpoints.c.id))}
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What gc needs of an object row: its kind, its delta base and its size."""
+
+    kind: int
+    base_id: str | None
+    stored_bytes: int
+
+
+def all_objects(conn: Connection) -> dict[str, StoredObject]:
+    rows = conn.execute(
+        select(_objects.c.id, _objects.c.kind, _objects.c.base_id, _objects.c.stored_bytes)
+    )
+    return {r.id: StoredObject(r.kind, r.base_id, r.stored_bytes) for r in rows}
+
+
+def referenced_chunks(
+    conn: Connection,
+    *,
+    except_checkpoints: Collection[str] = (),
+    except_entries: Collection[tuple[str, int]] = (),
+) -> set[str]:
+    """Every object an entry of a catalogued checkpoint lists as a chunk.
+
+    The exceptions answer "and if these checkpoints, or these (checkpoint,
+    entry index) pairs, were gone?" for dry runs.
+    """
+    if not except_checkpoints and not except_entries:
+        return {r.object_id for r in conn.execute(select(_entry_chunks.c.object_id).distinct())}
+    rows = conn.execute(
+        select(_entry_chunks.c.checkpoint_id, _entry_chunks.c.entry_idx, _entry_chunks.c.object_id)
+    )
+    return {
+        r.object_id
+        for r in rows
+        if r.checkpoint_id not in except_checkpoints
+        and (r.checkpoint_id, r.entry_idx) not in except_entries
+    }
+
+
+@dataclass(frozen=True)
+class EntryRef:
+    """An entry row's index, key path and size: what thin selects and removes."""
+
+    idx: int
+    key_path: str
+    nbytes: int
+
+
+def entry_refs(conn: Connection, checkpoint_ids: Iterable[str]) -> dict[str, list[EntryRef]]:
+    """Checkpoint id -> its entries in save order, for each of ``checkpoint_ids``."""
+    wanted = list(checkpoint_ids)
+    found: dict[str, list[EntryRef]] = {cid: [] for cid in wanted}
+    for start in range(0, len(wanted), _BATCH):
+        rows = conn.execute(
+            select(_entries.c.checkpoint_id, _entries.c.idx, _entries.c.key_path, _entries.c.nbytes)
+            .where(_entries.c.checkpoint_id.in_(wanted[start : start + _BATCH]))
+            .order_by(_entries.c.checkpoint_id, _entries.c.idx)
+        )
+        for r in rows:
+            found[r.checkpoint_id].append(EntryRef(r.idx, r.key_path, r.nbytes))
+    return found
+
+
+def key_paths_of(conn: Connection, checkpoint_id: str) -> set[str]:
+    """The key paths a checkpoint still has (its manifest may list more: thinned ones)."""
+    rows = conn.execute(
+        select(_entries.c.key_path).where(_entries.c.checkpoint_id == checkpoint_id)
+    )
+    return {r.key_path for r in rows}
+
+
+def remove_entries(conn: Connection, checkpoint_id: str, entries: Sequence[EntryRef]) -> None:
+    """Drop entries (and their chunk lists) from a checkpoint; its totals shrink with them."""
+    for start in range(0, len(entries), _BATCH):
+        idxs = [e.idx for e in entries[start : start + _BATCH]]
+        conn.execute(
+            delete(_entry_chunks).where(
+                (_entry_chunks.c.checkpoint_id == checkpoint_id)
+                & _entry_chunks.c.entry_idx.in_(idxs)
+            )
+        )
+        conn.execute(
+            delete(_entries).where(
+                (_entries.c.checkpoint_id == checkpoint_id) & _entries.c.idx.in_(idxs)
+            )
+        )
+    conn.execute(
+        update(_checkpoints)
+        .where(_checkpoints.c.id == checkpoint_id)
+        .values(
+            entry_count=_checkpoints.c.entry_count - len(entries),
+            logical_bytes=_checkpoints.c.logical_bytes - sum(e.nbytes for e in entries),
+        )
+    )
+
+
+def reparent(conn: Connection, parents: Mapping[str, str | None]) -> None:
+    """Point each checkpoint of ``parents`` at its new parent."""
+    for child, parent in parents.items():
+        conn.execute(
+            update(_checkpoints).where(_checkpoints.c.id == child).values(parent_id=parent)
+        )
+
+
+def remove_checkpoints(conn: Connection, ids: Collection[str]) -> None:
+    """Delete checkpoints with their entries and chunk lists (not their objects: gc does).
+
+    No kept checkpoint and no ref may point at them any more (re-parent and
+    delete refs first): the foreign keys are checked statement by statement.
+    """
+    wanted = list(ids)
+    batches = [wanted[start : start + _BATCH] for start in range(0, len(wanted), _BATCH)]
+    for batch in batches:  # first cut the links among them, so any batch order is valid
+        conn.execute(
+            update(_checkpoints).where(_checkpoints.c.id.in_(batch)).values(parent_id=None)
+        )
+    for batch in batches:
+        conn.execute(delete(_entry_chunks).where(_entry_chunks.c.checkpoint_id.in_(batch)))
+        conn.execute(delete(_entries).where(_entries.c.checkpoint_id.in_(batch)))
+        conn.execute(delete(_checkpoints).where(_checkpoints.c.id.in_(batch)))
+
+
+def remove_objects(conn: Connection, ids: Collection[str]) -> None:
+    """Delete object rows (gc, before it deletes their files)."""
+    wanted = list(ids)
+    for start in range(0, len(wanted), _BATCH):
+        conn.execute(delete(_objects).where(_objects.c.id.in_(wanted[start : start + _BATCH])))

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from deltastore import __version__
 from deltastore.cli import (
     cmd_branch,
-    cmd_cat,
     cmd_diff,
     cmd_export,
+    cmd_forget,
+    cmd_gc,
     cmd_import,
     cmd_init,
     cmd_log,
@@ -26,7 +27,7 @@ from deltastore.cli import (
     cmd_show,
     cmd_stats,
     cmd_tag,
-    cmd_verify,
+    cmd_thin,
 )
 from deltastore.errors import DeltastoreError
 
@@ -42,8 +43,9 @@ VERBS = (
     cmd_diff,
     cmd_export,
     cmd_import,
-    cmd_verify,
-    cmd_cat,
+    cmd_forget,
+    cmd_thin,
+    cmd_gc,
 )
 STORE_ENV = "DELTASTORE_STORE"
 

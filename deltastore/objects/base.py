@@ -73,5 +73,15 @@ class ObjectStore(ABC):
         Raises the first error any pending write met.
         """
 
+    def iter_temporaries(self) -> Iterator[tuple[str, int]]:
+        """Names and sizes of partial writes a dead writer left (backends without any: none).
+
+        Only gc calls this, while no writer runs (``layout.collecting``).
+        """
+        return iter(())
+
+    def delete_temporary(self, name: str) -> None:  # noqa: B027 - optional, like the above
+        """Remove one of :meth:`iter_temporaries`; a missing one is not an error."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release background resources."""

@@ -203,6 +203,22 @@ class LocalObjectStore(ObjectStore):
                 if is_full_id(object_id):
                     yield object_id
 
+    def iter_temporaries(self) -> Iterator[tuple[str, int]]:
+        for name in FANOUT_DIRS:
+            folder = self.root / name
+            if not folder.is_dir():
+                continue
+            for entry in os.scandir(folder):
+                if entry.name.startswith(TMP_PREFIX):
+                    with suppress(FileNotFoundError):
+                        yield f"{name}/{entry.name}", entry.stat().st_size
+
+    def delete_temporary(self, name: str) -> None:
+        folder, _, file = name.partition("/")
+        if folder not in FANOUT_DIRS or not file.startswith(TMP_PREFIX) or "/" in file:
+            raise ValueError(f"not a temporary object file: {name!r}")
+        (self.root / folder / file).unlink(missing_ok=True)
+
     def flush(self) -> None:
         """Wait for every pending fsync+rename, then make the new names durable."""
         with self._lock:
