@@ -9,6 +9,7 @@
 """
 
 from deltastore.errors import (
+    AmbiguousObjectError,
     AmbiguousRefError,
     AsyncSaveError,
     ConcurrentUpdateError,
@@ -20,6 +21,7 @@ from deltastore.errors import (
     ExportError,
     ImportSourceError,
     InvalidRefNameError,
+    ObjectNotFoundError,
     RefExistsError,
     RefNotFoundError,
     SchemaVersionError,
@@ -34,10 +36,12 @@ from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.store import Store, init, open
 from deltastore.thin import ThinReport
 from deltastore.training import CheckpointManager, KeepPolicy
+from deltastore.verify import VerifyReport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousObjectError",
     "AmbiguousRefError",
     "AsyncSaveError",
     "CheckpointInfo",
@@ -55,6 +59,7 @@ __all__ = [
     "ImportSourceError",
     "InvalidRefNameError",
     "KeepPolicy",
+    "ObjectNotFoundError",
     "RefExistsError",
     "RefNotFoundError",
     "SchemaVersionError",
@@ -65,6 +70,7 @@ __all__ = [
     "StoreStats",
     "ThinReport",
     "UnsupportedTypeError",
+    "VerifyReport",
     "init",
     "open",
 ]

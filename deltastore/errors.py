@@ -348,6 +348,41 @@ class ImportSourceError(DeltastoreError, ValueError):
 # -- end of export and import ------------------------------------------------------------------
 
 
+# -- verify, rebuild and cat (deltastore.verify, deltastore.rebuild, deltastore.plumbing) ------
+
+
+class ObjectNotFoundError(DeltastoreError, KeyError):
+    """An object id or id prefix names no object the catalog lists (``deltastore cat``)."""
+
+    exit_code = 6
+
+    def __init__(self, ref: str, reason: str = "") -> None:
+        self.ref = ref
+        self.reason = reason
+        super().__init__(f"no object {ref!r}" + (f": {reason}" if reason else ""))
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.ref, self.reason))
+
+
+class AmbiguousObjectError(ObjectNotFoundError):
+    """An object id prefix matches more than one object."""
+
+    def __init__(self, ref: str, candidates: list[str]) -> None:
+        self.candidates = candidates
+        shown = ", ".join(c[:12] for c in candidates[:5])
+        super().__init__(ref, f"prefix is ambiguous ({len(candidates)} matches: {shown})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.ref, self.candidates))
+
+
+# -- end of verify, rebuild and cat ------------------------------------------------------------
+
+
 def _corrupt(
     object_id: str,
     reason: str,

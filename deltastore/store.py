@@ -35,11 +35,13 @@ from deltastore.gc import report as gc_report
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.load import CheckpointReader, Progress
 from deltastore.objects import LocalObjectStore, ObjectStore
+from deltastore.prefix_stats import PrefixReport, by_prefix
 from deltastore.refs import DEFAULT_BRANCH
 from deltastore.retention import KeepPolicy
 from deltastore.save import CheckpointWriter, validate_inputs
 from deltastore.thin import ThinReport
 from deltastore.thin import thin as thin_entries
+from deltastore.verify import Verifier, VerifyReport
 
 #: Below this many bytes a progress bar would only flicker.
 PROGRESS_MIN_BYTES = 256 << 20
@@ -388,6 +390,35 @@ class Store:
             stored_bytes=stored,
             checkpoints=checkpoints,
         )
+
+    # -- verify and stats by prefix (deltastore/verify.py, deltastore/prefix_stats.py) ----------
+
+    def verify(self, *, full: bool = False) -> VerifyReport:
+        """Check the catalog against the objects; with ``full`` also decode and re-hash all.
+
+        Quick: every object the catalog lists exists with its recorded size,
+        and every object it mentions (chunk, manifest, delta base) is listed.
+        Full: every object decoded once (delta chains resolved) and re-hashed,
+        and every manifest compared with its checkpoint's catalog rows.
+        Problems are reported, not raised: see ``VerifyReport.problems``.
+        """
+        return Verifier(self.engine, self.objects, self._pool, self._progress).run(full=full)
+
+    def stats_by_prefix(self, depth: int = 1, ref: str | None = None) -> PrefixReport:
+        """Logical and stored bytes per key prefix of ``depth`` components, from the catalog.
+
+        Over every checkpoint, or over checkpoint ``ref`` alone; each object is
+        counted once, under the prefix of the first entry that uses it.
+        """
+        checkpoint_id = None if ref is None else self.resolve(ref)
+        with read_transaction(self.engine) as conn:
+            return by_prefix(conn, depth, checkpoint_id)
+
+    def read_chunk(self, object_id: str) -> bytes:
+        """A chunk object's raw bytes, its delta chain resolved, verified against its id."""
+        return self._reader.read_chunk(object_id)
+
+    # -- end of verify and stats by prefix -------------------------------------------------------
 
     # -- export and import (deltastore/exchange) ------------------------------------------------
 

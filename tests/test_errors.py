@@ -162,6 +162,19 @@ CASES: dict[str, Case] = {
         (ValueError,),
         22,
     ),
+    # -- verify, rebuild and cat --
+    "object not found": Case(
+        errors.ObjectNotFoundError("abc", "name an object by its id"),
+        "no object 'abc': name an object by its id",
+        (KeyError, LookupError),
+        6,
+    ),
+    "ambiguous object": Case(
+        errors.AmbiguousObjectError("abcdef", [f"abcdef{i}" + "0" * 57 for i in range(2)]),
+        "no object 'abcdef': prefix is ambiguous (2 matches: abcdef000000, abcdef100000)",
+        (KeyError, LookupError),
+        6,
+    ),
 }
 
 
@@ -191,7 +204,9 @@ def test_every_error_class_is_covered() -> None:
     assert set(deltastore.__all__) >= {cls.__name__ for cls in classes}
 
 
-@pytest.mark.parametrize("name", ["ref not found", "ambiguous ref", "entry not found"])
+@pytest.mark.parametrize(
+    "name", ["ref not found", "ambiguous ref", "entry not found", "object not found"]
+)
 def test_key_errors_print_their_message_without_quotes(name: str) -> None:
     """KeyError's own __str__ would show "'no checkpoint ...'" in quotes."""
     error = CASES[name].error

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from deltastore import __version__
 from deltastore.cli import (
     cmd_branch,
+    cmd_cat,
     cmd_diff,
     cmd_export,
     cmd_forget,
@@ -28,6 +29,7 @@ from deltastore.cli import (
     cmd_stats,
     cmd_tag,
     cmd_thin,
+    cmd_verify,
 )
 from deltastore.errors import DeltastoreError
 
@@ -43,6 +45,8 @@ VERBS = (
     cmd_diff,
     cmd_export,
     cmd_import,
+    cmd_verify,
+    cmd_cat,
     cmd_forget,
     cmd_thin,
     cmd_gc,
