@@ -12,6 +12,8 @@ from deltastore.errors import (
     AmbiguousObjectError,
     AmbiguousRefError,
     AsyncSaveError,
+    CatalogDamagedError,
+    CatalogIntactError,
     ConcurrentUpdateError,
     CorruptObjectError,
     DeltastoreError,
@@ -33,6 +35,7 @@ from deltastore.errors import (
 from deltastore.forget import ForgetReport
 from deltastore.gc import GcReport
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
+from deltastore.rebuild import RebuildReport, rebuild
 from deltastore.store import Store, init, open
 from deltastore.thin import ThinReport
 from deltastore.training import CheckpointManager, KeepPolicy
@@ -44,6 +47,8 @@ __all__ = [
     "AmbiguousObjectError",
     "AmbiguousRefError",
     "AsyncSaveError",
+    "CatalogDamagedError",
+    "CatalogIntactError",
     "CheckpointInfo",
     "CheckpointManager",
     "ConcurrentUpdateError",
@@ -60,6 +65,7 @@ __all__ = [
     "InvalidRefNameError",
     "KeepPolicy",
     "ObjectNotFoundError",
+    "RebuildReport",
     "RefExistsError",
     "RefNotFoundError",
     "SchemaVersionError",
@@ -73,4 +79,5 @@ __all__ = [
     "VerifyReport",
     "init",
     "open",
+    "rebuild",
 ]

@@ -380,6 +380,43 @@ class AmbiguousObjectError(ObjectNotFoundError):
         return (type(self), (self.ref, self.candidates))
 
 
+class CatalogIntactError(DeltastoreError):
+    """``rebuild`` was asked for a catalog that opens and passes a quick verify.
+
+    Rebuilding is for a lost or damaged catalog; ``force`` rebuilds anyway
+    (the old catalog is kept aside, never deleted).
+    """
+
+    exit_code = 31
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"the catalog of {path!r} opens and passes a quick verify; "
+            "use --force (force=True) to rebuild it anyway"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path,))
+
+
+class CatalogDamagedError(DeltastoreError):
+    """The catalog file is not a readable SQLite database; ``rebuild`` recreates it."""
+
+    exit_code = 32
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"the catalog of {path!r} cannot be read ({reason}); "
+            "`deltastore rebuild` recreates it from the objects"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason))
+
+
 # -- end of verify, rebuild and cat ------------------------------------------------------------
 
 

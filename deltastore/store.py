@@ -8,6 +8,7 @@ the thread pool that runs chunk work on every core.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DatabaseError
 from tqdm import tqdm
 
 from deltastore import codecs, journal, layout, refs, tree
@@ -25,7 +27,12 @@ from deltastore.catalog import migrate, queries
 from deltastore.catalog.engine import make_engine, read_transaction, write_transaction
 from deltastore.chunking import DEFAULT_CHUNK_SIZE
 from deltastore.diff import CheckpointComparer, CheckpointDiff
-from deltastore.errors import CorruptObjectError, RefExistsError, RefNotFoundError
+from deltastore.errors import (
+    CatalogDamagedError,
+    CorruptObjectError,
+    RefExistsError,
+    RefNotFoundError,
+)
 from deltastore.exchange.export import export_checkpoint
 from deltastore.exchange.imports import import_into
 from deltastore.forget import ForgetReport
@@ -130,6 +137,13 @@ class Store:
             self._ensure_schema()
             with read_transaction(self.engine) as conn:
                 meta = queries.get_meta(conn)
+        except DatabaseError as exc:
+            self.engine.dispose()
+            cause = exc.orig
+            busy = isinstance(cause, sqlite3.OperationalError)  # locked, busy: not damage
+            if isinstance(cause, sqlite3.DatabaseError) and not busy:
+                raise CatalogDamagedError(str(root), str(cause)) from None
+            raise
         except BaseException:
             self.engine.dispose()
             raise

@@ -175,6 +175,20 @@ CASES: dict[str, Case] = {
         (KeyError, LookupError),
         6,
     ),
+    "catalog intact": Case(
+        errors.CatalogIntactError("runs/x"),
+        "the catalog of 'runs/x' opens and passes a quick verify; use --force (force=True) "
+        "to rebuild it anyway",
+        (),
+        31,
+    ),
+    "catalog damaged": Case(
+        errors.CatalogDamagedError("runs/x", "file is not a database"),
+        "the catalog of 'runs/x' cannot be read (file is not a database); `deltastore rebuild` "
+        "recreates it from the objects",
+        (),
+        32,
+    ),
 }
 
 

@@ -23,6 +23,7 @@ from deltastore.cli import (
     cmd_import,
     cmd_init,
     cmd_log,
+    cmd_rebuild,
     cmd_refs,
     cmd_rev_parse,
     cmd_show,
@@ -45,11 +46,12 @@ VERBS = (
     cmd_diff,
     cmd_export,
     cmd_import,
-    cmd_verify,
-    cmd_cat,
     cmd_forget,
     cmd_thin,
     cmd_gc,
+    cmd_verify,
+    cmd_rebuild,
+    cmd_cat,
 )
 STORE_ENV = "DELTASTORE_STORE"
 

@@ -200,9 +200,15 @@ def encode_parts(
     return [header, *payloads]
 
 
-def read_header(obj: bytes | memoryview, object_id: str) -> Header:
-    """The validated header of an object (for the plumbing and the decoder)."""
-    return parse_header(obj, object_id)
+def read_header(
+    obj: bytes | memoryview, object_id: str, *, object_size: int | None = None
+) -> Header:
+    """The validated header of an object (for the plumbing and the decoder).
+
+    With ``object_size``, ``obj`` may be just the object's first
+    ``header.MAX_HEADER_BYTES`` bytes (see ``parse_header``).
+    """
+    return parse_header(obj, object_id, object_size=object_size)
 
 
 def _decompress_plane(

@@ -96,11 +96,16 @@ def pack_header(
     return b"".join(parts)
 
 
-def parse_header(obj: bytes | memoryview, object_id: str) -> Header:
+def parse_header(
+    obj: bytes | memoryview, object_id: str, *, object_size: int | None = None
+) -> Header:
     """Parse and validate a header; raise CorruptObjectError on anything off.
 
     Validation is complete before any payload is touched: lengths add up to the
     object's size exactly, so the decoder never reads out of bounds.
+    ``object_size`` lets ``obj`` be only the object's first bytes (at least
+    its header: MAX_HEADER_BYTES always suffice) when the size is known from
+    the file, so a rebuild reads headers without reading payloads.
     """
 
     def corrupt(reason: str) -> CorruptObjectError:
@@ -150,13 +155,16 @@ def parse_header(obj: bytes | memoryview, object_id: str) -> Header:
             raise corrupt(f"raw plane of {stored} bytes, expected {plane_length}")
         records.append(PlaneRecord(codec, stored))
     payload = sum(r.stored_length for r in records)
-    if offset + payload != len(obj):
-        raise corrupt(f"object is {len(obj)} bytes, header accounts for {offset + payload}")
+    size = len(obj) if object_size is None else object_size
+    if offset + payload != size:
+        raise corrupt(f"object is {size} bytes, header accounts for {offset + payload}")
     return Header(kind, transform, width, raw_length, base_id, tuple(records), offset)
 
 
 #: Enough bytes to hold the fixed header and the base id.
 HEAD_BYTES = _FIXED.size + BASE_ID_LEN
+#: Enough bytes to hold any whole header: the fixed part, the base id and the widest plane table.
+MAX_HEADER_BYTES = HEAD_BYTES + MAX_ELEMENT_WIDTH * _PLANE.size
 
 
 def peek_base_id(head: bytes, object_id: str) -> bytes | None:

@@ -1,0 +1,273 @@
+"""rebuild: a lost or damaged catalog.sqlite recreated from the objects to the same history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import deltastore
+from deltastore import codecs, journal, layout, manifest
+from deltastore.cli.main import STORE_ENV, main
+from deltastore.errors import CatalogIntactError
+from deltastore.load import read_manifest
+
+from .conftest import assert_same
+from .history_fixture import (
+    History,
+    build_history,
+    catalog_objects,
+    copy_history,
+    first_use,
+    object_path,
+    snapshot,
+)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> History:
+    return build_history(tmp_path_factory.mktemp("rebuild") / "store")
+
+
+@pytest.fixture
+def history(template: History, tmp_path: Path) -> History:
+    return copy_history(template, tmp_path / "store")
+
+
+@pytest.fixture(autouse=True)
+def no_store_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(STORE_ENV, raising=False)
+
+
+@pytest.fixture
+def before(history: History) -> Iterator[str]:
+    with deltastore.open(history.root, progress=False) as store:
+        yield snapshot(store)
+
+
+def delete_catalog(root: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{root / layout.CATALOG_FILE}{suffix}").unlink(missing_ok=True)
+
+
+def assert_loads_bit_exactly(root: Path, states: dict[str, Any]) -> None:
+    with deltastore.open(root, progress=False) as store:
+        for checkpoint_id, state in states.items():
+            assert_same(store.load(checkpoint_id), state)
+
+
+def test_deleted_catalog_is_rebuilt_to_the_same_history(history: History, before: str) -> None:
+    delete_catalog(history.root)
+    report = deltastore.rebuild(history.root)
+    assert report.problems == () and report.moved_aside is None
+    assert (report.checkpoints, report.refs, report.unlisted_objects) == (7, 4, 0)
+    with deltastore.open(history.root, progress=False) as store:
+        assert snapshot(store) == before  # logs, refs, entries, stats: identical
+        assert "old" not in store.refs()  # a deleted tag stays deleted
+        assert store.verify(full=True).ok
+        assert report.objects == store.stats().object_count
+    assert_loads_bit_exactly(history.root, history.states)
+
+
+def test_an_intact_catalog_is_rebuilt_only_with_force(
+    history: History, before: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = history.root / layout.CATALOG_FILE
+    with pytest.raises(CatalogIntactError, match="use --force"):
+        deltastore.rebuild(history.root)
+    assert main(["--store", str(history.root), "rebuild"]) == 31
+    assert capsys.readouterr().err == (
+        f"deltastore: error: the catalog of {str(history.root)!r} opens and passes a quick "
+        "verify; use --force (force=True) to rebuild it anyway\n"
+    )
+    original = catalog.read_bytes()
+    report = deltastore.rebuild(history.root, force=True)
+    assert report.moved_aside is not None
+    assert report.moved_aside.name.startswith("catalog.sqlite.broken-")
+    assert report.moved_aside.read_bytes() == original  # kept, never deleted
+    with deltastore.open(history.root, progress=False) as store:
+        assert snapshot(store) == before
+
+
+def test_a_catalog_of_garbage_is_rebuilt_and_kept_aside(
+    history: History, before: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = history.root / layout.CATALOG_FILE
+    garbage = b"\x00not a database\xff" * 512
+    delete_catalog(history.root)
+    catalog.write_bytes(garbage)
+    with pytest.raises(deltastore.DeltastoreError):  # the store cannot be opened like this
+        deltastore.open(history.root).close()
+    assert main(["--store", str(history.root), "rebuild", "--force"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    objects = json.loads(before)["stats"]["object_count"]
+    assert lines[0] == (
+        f"rebuilt the catalog of {history.root}: 7 checkpoint(s), 4 ref(s), {objects} object(s)"
+    )
+    aside = sorted(history.root.glob("catalog.sqlite.broken-*"))
+    assert [p.read_bytes() for p in aside] == [garbage]
+    assert lines[1] == f"the old catalog is kept as {aside[0]}"
+    with deltastore.open(history.root, progress=False) as store:
+        assert snapshot(store) == before
+    assert_loads_bit_exactly(history.root, history.states)
+
+
+def test_a_catalog_recreated_empty_by_open_is_rebuilt_without_force(
+    history: History, before: str
+) -> None:
+    """`deltastore log` on a deleted catalog makes an empty, valid one: not a healthy catalog."""
+    delete_catalog(history.root)
+    with deltastore.open(history.root, progress=False) as store:
+        assert list(store.log()) == []
+    deltastore.rebuild(history.root)
+    with deltastore.open(history.root, progress=False) as store:
+        assert snapshot(store) == before
+
+
+def test_a_stale_wal_is_moved_aside_with_the_catalog(history: History, before: str) -> None:
+    """SQLite replays a -wal file beside a database into it: a stale one must go too."""
+    delete_catalog(history.root)
+    wal = Path(f"{history.root / layout.CATALOG_FILE}-wal")
+    wal.write_bytes(b"stale write-ahead log" * 100)
+    report = deltastore.rebuild(history.root)
+    assert report.moved_aside is not None
+    assert Path(f"{report.moved_aside}-wal").read_bytes() == b"stale write-ahead log" * 100
+    with deltastore.open(history.root, progress=False) as store:
+        assert snapshot(store) == before
+
+
+def test_a_chunk_missing_for_no_recorded_reason_is_reported_and_its_entry_left_out(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with deltastore.open(history.root, progress=False) as store:
+        chunk_id = next(
+            o.id
+            for o in catalog_objects(store).values()
+            if first_use(store, o.id)[1] == "model/frozen"
+        )
+        index = first_use(store, chunk_id)[2]
+        object_path(store, chunk_id).unlink()
+    assert main(["--store", str(history.root), "rebuild", "--json"]) == 7  # no force needed
+    report = json.loads(capsys.readouterr().out)
+    problems = report["problems"]
+    assert {p["checkpoint_id"] for p in problems} == set(history.states)
+    assert {(p["object_id"], p["key_path"], p["chunk_index"]) for p in problems} == {
+        (chunk_id, "model/frozen", index)
+    }
+    assert "no record says why; the entry is left out" in problems[0]["reason"]
+    with deltastore.open(history.root, progress=False) as store:
+        verified = store.verify(full=True)  # the store stays damaged, and says where
+        assert {(p.checkpoint_id, p.key_path) for p in verified.problems} == {
+            (c, "model/frozen") for c in history.states
+        }
+        assert verified.unlisted_objects == 2  # the entry's other chunks
+        for checkpoint_id, state in history.states.items():
+            paths = [e.key_path for e in store.entries(checkpoint_id)]
+            assert "model/frozen" not in paths and "model/w" in paths
+            assert_same(store.load_tensor(checkpoint_id, "model/w"), state["model"]["w"])
+
+
+def test_an_abandoned_commit_attempt_is_left_out(history: History, before: str) -> None:
+    """A save whose branch moved under it commits its manifest again on the new head; the
+    first manifest (same content, old parent, earlier time) never was a checkpoint."""
+    with deltastore.open(history.root, progress=False) as store:
+        head = store.resolve("main")
+        committed = read_manifest(store.objects, head)
+        attempt = manifest.Manifest(
+            **{
+                **committed.__dict__,
+                "parent": store.resolve("main~2"),
+                "created_at_us": committed.created_at_us - 1000,
+            }
+        )
+        raw = attempt.to_bytes()
+        store.objects.put_if_absent(manifest.manifest_id(raw), codecs.encode(raw, 1, kind=1))
+        store.objects.flush()
+    delete_catalog(history.root)
+    report = deltastore.rebuild(history.root)
+    assert (report.abandoned, report.checkpoints, report.unlisted_objects) == (1, 7, 1)
+    with deltastore.open(history.root, progress=False) as store:
+        assert snapshot(store) == before
+
+
+def test_journal_records_replay_forgets_and_thins(history: History) -> None:
+    """Records written directly (the catalog changes they explain are what rebuild recreates):
+    a forgotten checkpoint's child joins its parent and its tags go; thinned entries go."""
+    with deltastore.open(history.root, progress=False) as store:
+        ids = [c.id for c in store.log("main")]  # newest first
+        exp_head = store.resolve("exp")
+        store.tag("doomed", ids[3])
+        time_us = store.info("exp").created_at.timestamp() * 1e6 + 1e6
+        for record in (
+            journal.ForgetRecord(int(time_us), {ids[3]: ids[4]}),
+            journal.ThinRecord(int(time_us) + 1, exp_head, ("optim/m", "optim/count")),
+        ):
+            journal.write(store.objects, record)
+        thinned = store.info(exp_head)
+    delete_catalog(history.root)
+    report = deltastore.rebuild(history.root)
+    assert (report.forgotten, report.checkpoints, report.problems) == (1, 6, ())
+    with deltastore.open(history.root, progress=False) as store:
+        assert [c.id for c in store.log("main")] == [*ids[:3], ids[4]]
+        assert "doomed" not in store.refs() and store.resolve("v1") == ids[0]
+        info = store.info(exp_head)
+        assert [e.key_path for e in store.entries(exp_head)] == [
+            "model/w",
+            "model/b",
+            "model/frozen",
+        ]
+        assert info.entry_count == 3
+        assert info.logical_bytes == thinned.logical_bytes - 64 * 256 * 4 - 8 * 8
+        assert set(history.states) - {c.id for c in store.stats().checkpoints} == {ids[3]}
+        for key_path in ("model/w", "model/frozen"):
+            group, name = key_path.split("/")
+            assert_same(
+                store.load_tensor(exp_head, key_path), history.states[exp_head][group][name]
+            )
+        assert store.verify(full=True).ok
+
+
+@pytest.mark.skipif(not hasattr(deltastore.Store, "forget"), reason="forget not built yet")
+def test_rebuild_after_forget_thin_and_gc_keeps_the_history(history: History) -> None:
+    """Everything but the checkpoints' stored bytes matches (objects count where they are
+    needed first, not where a forgotten save added them); they still add up to the store's."""
+    from deltastore.retention import KeepPolicy
+
+    with deltastore.open(history.root, progress=False) as store:
+        store.forget(KeepPolicy(last=2))
+        store.thin("optim/*", keep_newest=1)
+        store.gc()
+        loaded = {c.id: store.load(c.id) for c in store.stats().checkpoints}
+        before = json.loads(snapshot(store))
+    delete_catalog(history.root)
+    report = deltastore.rebuild(history.root)
+    assert report.problems == () and report.unlisted_objects == 0
+    with deltastore.open(history.root, progress=False) as store:
+        after = json.loads(snapshot(store))
+        for data in (before, after):
+            for value in data.values():
+                rows = value if isinstance(value, list) else value.get("checkpoints", [])
+                for row in rows:
+                    if isinstance(row, dict):
+                        row.pop("stored_bytes", None)
+        assert after == before
+        stats = store.stats()
+        records = sum(
+            o.stored_bytes for o in catalog_objects(store).values() if o.kind == codecs.Kind.RECORD
+        )
+        assert sum(c.stored_bytes for c in stats.checkpoints) + records == stats.stored_bytes
+        for checkpoint_id, state in loaded.items():
+            assert_same(store.load(checkpoint_id), state)
+        assert store.verify(full=True).ok
+
+
+def test_rebuild_shows_progress_over_objects_when_asked(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    delete_catalog(history.root)
+    deltastore.rebuild(history.root, progress=True)
+    err = capsys.readouterr().err
+    assert "rebuild" in err and "obj" in err
