@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import deltastore
 from deltastore import codecs, journal, layout, manifest
@@ -271,3 +272,24 @@ def test_rebuild_shows_progress_over_objects_when_asked(
     deltastore.rebuild(history.root, progress=True)
     err = capsys.readouterr().err
     assert "rebuild" in err and "obj" in err
+
+
+def test_the_same_save_after_a_branch_reset_is_kept_twice(tmp_path: Path) -> None:
+    """Saving the same state again after moving the branch back looks like an abandoned
+    commit attempt (same content, another parent), but the ref record in between tells
+    them apart: both are checkpoints in the catalog, so both stay."""
+    root = tmp_path / "store"
+    state = {"w": torch.arange(2000, dtype=torch.float32)}
+    with deltastore.open(root, create=True, progress=False) as store:
+        first = store.save({"w": torch.zeros(2000)}, "first")
+        store.save({"w": torch.ones(2000)}, "second")
+        again = store.save(state, "same")
+        store.branch("main", first, force=True)
+        retried = store.save(state, "same")
+        assert store.info(retried).parent == first and store.info(again).parent != first
+        before = snapshot(store)
+    delete_catalog(root)
+    report = deltastore.rebuild(root)
+    assert (report.abandoned, report.checkpoints) == (0, 4)
+    with deltastore.open(root, progress=False) as store:
+        assert snapshot(store) == before

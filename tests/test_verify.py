@@ -215,3 +215,13 @@ def test_cli_verify_prints_a_summary_and_exits_7_on_problems(
     assert data["ok"] is False and data["full"] is True
     assert [p["object_id"] for p in data["problems"]] == [chunk_id]
     assert data["problems"][0]["key_path"] == "model/frozen"
+
+
+def test_full_verify_shows_progress_over_bytes_when_asked(
+    template: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = copy_history(template, tmp_path / "store")
+    with deltastore.open(copy.root, progress=True) as store:
+        assert store.verify(full=True).ok
+    err = capsys.readouterr().err
+    assert "verify" in err and "100%" in err
