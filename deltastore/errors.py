@@ -345,9 +345,6 @@ class ImportSourceError(DeltastoreError, ValueError):
         return (type(self), (self.path, self.reason))
 
 
-# -- end of export and import ------------------------------------------------------------------
-
-
 # -- verify, rebuild and cat (deltastore.verify, deltastore.rebuild, deltastore.plumbing) ------
 
 
@@ -415,9 +412,6 @@ class CatalogDamagedError(DeltastoreError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.reason))
-
-
-# -- end of verify, rebuild and cat ------------------------------------------------------------
 
 
 def _corrupt(

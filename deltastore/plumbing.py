@@ -14,7 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from deltastore import codecs, journal
-from deltastore.catalog import audit
+from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction
 from deltastore.codecs import Header, Kind
 from deltastore.errors import AmbiguousObjectError, ObjectNotFoundError, RefNotFoundError
@@ -36,7 +36,7 @@ def resolve_object(store: Store, text: str) -> str:
             text, f"name an object by its id or {MIN_PREFIX_LEN} or more of its first hex digits"
         )
     with read_transaction(store.engine) as conn:
-        matches = audit.object_ids_with_prefix(conn, name)
+        matches = queries.object_ids_with_prefix(conn, name)
     if len(matches) > 1:
         raise AmbiguousObjectError(text, matches)
     if not matches:

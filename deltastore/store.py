@@ -405,7 +405,7 @@ class Store:
             checkpoints=checkpoints,
         )
 
-    # -- verify and stats by prefix (deltastore/verify.py, deltastore/prefix_stats.py) ----------
+    # -- checking and accounting ----------------------------------------------------------------
 
     def verify(self, *, full: bool = False) -> VerifyReport:
         """Check the catalog against the objects; with ``full`` also decode and re-hash all.
@@ -432,9 +432,7 @@ class Store:
         """A chunk object's raw bytes, its delta chain resolved, verified against its id."""
         return self._reader.read_chunk(object_id)
 
-    # -- end of verify and stats by prefix -------------------------------------------------------
-
-    # -- export and import (deltastore/exchange) ------------------------------------------------
+    # -- export and import ----------------------------------------------------------------------
 
     def export(
         self,
@@ -452,13 +450,16 @@ class Store:
         become tensors); by default the extension decides (.safetensors, .pt,
         .pth).  The file appears whole or not at all.
         """
+        checkpoint_id = self.resolve(ref)
+        _, present = self._present(ref, checkpoint_id)
         return export_checkpoint(
             self._reader,
-            self.resolve(ref),
+            checkpoint_id,
             path,
             format=format,
             prefix=prefix,
             progress=self._progress,
+            present=present,
         )
 
     def import_path(
@@ -477,9 +478,7 @@ class Store:
         """
         return import_into(self, path, branch=branch, message=message, step=step)
 
-    # -- end of export and import ---------------------------------------------------------------
-
-    # -- retention and gc (deltastore/forget.py, thin.py, gc.py) --------------------------------
+    # -- retention and gc -----------------------------------------------------------------------
 
     def forget(
         self,
@@ -541,5 +540,3 @@ class Store:
                 ) as progress:
                     sweep(self.engine, self.objects, garbage, progress)
         return gc_report(garbage, dry_run=dry_run)
-
-    # -- end of retention and gc ----------------------------------------------------------------

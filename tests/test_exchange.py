@@ -678,3 +678,25 @@ def test_cli_errors_are_one_line_with_their_exit_code(
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["--store", str(root), "export", "nope", str(tmp_path / "z.pt")]) == 6
     assert not (tmp_path / "z.pt").exists() and not (tmp_path / "z.safetensors").exists()
+
+
+def test_a_thinned_checkpoint_exports_without_its_thinned_entries(
+    store: deltastore.Store, tmp_path: Path
+) -> None:
+    weights = torch.arange(2048, dtype=torch.float32)
+    states = [
+        {"model": {"w": weights + i}, "optim": {"m": torch.full((2048,), float(i))}}
+        for i in range(3)
+    ]
+    first = store.save(states[0], "0")
+    for state in states[1:]:
+        store.save(state, "later")
+    store.thin("optim/*", keep_newest=1)
+    store.gc()  # the thinned chunks are gone from disk too
+    safetensors_file = store.export(first, tmp_path / "old.safetensors")
+    assert list(load_file(safetensors_file)) == ["model/w"]
+    assert tensor_bits(load_file(safetensors_file)["model/w"]) == tensor_bits(weights)
+    torch_file = store.export(first, tmp_path / "old.pt")
+    loaded = torch.load(torch_file, weights_only=True)
+    assert loaded["optim"] == {}
+    assert tensor_bits(loaded["model"]["w"]) == tensor_bits(weights)

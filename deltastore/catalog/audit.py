@@ -76,16 +76,6 @@ def all_objects(conn: Connection) -> dict[str, CatalogObject]:
     }
 
 
-def object_ids_with_prefix(conn: Connection, prefix: str, limit: int = 10) -> list[str]:
-    rows = conn.execute(
-        select(_objects.c.id)
-        .where(_objects.c.id.like(prefix + "%"))
-        .order_by(_objects.c.id)
-        .limit(limit)
-    )
-    return [r.id for r in rows]
-
-
 def checkpoint_ids(conn: Connection) -> list[str]:
     """Every checkpoint id, oldest first."""
     rows = conn.execute(

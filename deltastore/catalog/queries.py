@@ -154,11 +154,18 @@ def get_checkpoint(conn: Connection, checkpoint_id: str) -> CheckpointInfo | Non
 
 
 def ids_with_prefix(conn: Connection, prefix: str, limit: int = 10) -> list[str]:
+    """Checkpoint ids starting with ``prefix`` (hex digits only: LIKE wildcards never occur)."""
+    return _with_prefix(conn, _checkpoints, prefix, limit)
+
+
+def object_ids_with_prefix(conn: Connection, prefix: str, limit: int = 10) -> list[str]:
+    """Object ids starting with ``prefix`` (hex digits only), for the plumbing's short ids."""
+    return _with_prefix(conn, _objects, prefix, limit)
+
+
+def _with_prefix(conn: Connection, table: Table, prefix: str, limit: int) -> list[str]:
     rows = conn.execute(
-        select(_checkpoints.c.id)
-        .where(_checkpoints.c.id.like(prefix + "%"))
-        .order_by(_checkpoints.c.id)
-        .limit(limit)
+        select(table.c.id).where(table.c.id.like(prefix + "%")).order_by(table.c.id).limit(limit)
     )
     return [r.id for r in rows]
 

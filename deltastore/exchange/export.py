@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from deltastore import arrays, tree
 from deltastore.errors import ExportDtypeError, ExportError
 from deltastore.exchange import safetensors_format
 from deltastore.exchange.atomic import atomic_file
-from deltastore.load import CheckpointReader, Progress, read_manifest
+from deltastore.load import CheckpointReader, Progress, read_manifest, without_thinned
 from deltastore.manifest import Manifest, ManifestEntry
 
 SAFETENSORS = "safetensors"
@@ -91,9 +91,12 @@ def export_checkpoint(
     format: str | None = None,
     prefix: str | None = None,
     progress: ProgressFactory | None = None,
+    present: Collection[str] | None = None,
 ) -> Path:
     """Write checkpoint ``checkpoint_id`` (or its subtree at ``prefix``) to ``path``.
 
+    ``present``: the key paths the catalog still has; entries thinned out of
+    the checkpoint are left out of the file, as a load leaves them out.
     Everything that can be refused (format, prefix, dtypes, names) is checked
     before the file is created.
     """
@@ -101,6 +104,8 @@ def export_checkpoint(
     chosen = choose_format(target, format)
     key_prefix = normalize_prefix(prefix)
     m = read_manifest(reader.objects, checkpoint_id)
+    if present is not None:
+        m = without_thinned(m, present)
     job = _Job(reader, checkpoint_id, m, target, key_prefix, progress)
     if chosen == SAFETENSORS:
         _write_safetensors(job)
