@@ -44,12 +44,17 @@ DEFAULT_CODEC = "zstd"
 #: matches of at least 7 bytes does better still on planes: the exponent plane of fp32 weights
 #: is a few distinct bytes, and shorter matches only add sequences for the entropy coder to
 #: code.  Measured on 120 MiB of trained-like fp32 (one thread): full chunks 0.848 -> 0.841
-#: of their size at 500 -> 670 MB/s; XOR deltas unchanged (0.458, ~700 MB/s).
+#: of their size at 500 -> 670 MB/s; XOR deltas unchanged (0.458, ~700 MB/s).  A 64-entry
+#: match table (hash_log 6, down from 14) does better again: the planes' gain is entropy, not
+#: matches, so a table that finds fewer of them leaves more to the Huffman stage and misses
+#: the cache less.  On the benchmark's newest checkpoints (benchmarks/bench_zstd.py,
+#: docs/decisions.md): full fp32 planes 0.824 -> 0.821 at 1.5-1.9x the speed, full bf16
+#: 0.677 -> 0.663 at 2.5x, deltas 0.740 -> 0.740 (pretrain) and 0.704 -> 0.702 (finetune).
 ZSTD_PARAMETERS = {
     "strategy": zstandard.STRATEGY_FAST,
     "min_match": 7,
     "window_log": 17,
-    "hash_log": 14,
+    "hash_log": 6,
     "write_checksum": 0,
 }
 #: Compressed output this much smaller than the plane may be an all-zero plane.
