@@ -13,6 +13,7 @@ torch is imported lazily: numpy-only users never pay for it.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from deltastore.errors import UnsupportedTypeError
+from deltastore.memory import huge_page_buffer
 
 KIND_TORCH = "torch"
 KIND_PARAMETER = "torch.Parameter"
 KIND_NUMPY = "numpy"
 KIND_NUMPY_SCALAR = "numpy.scalar"
 KINDS = (KIND_TORCH, KIND_PARAMETER, KIND_NUMPY, KIND_NUMPY_SCALAR)
+#: Arrays from this size on are restored into memory of their own, backed by huge pages.
+HUGE_PAGE_ARRAY_BYTES = 4 << 20
 
 # numpy kinds we store exactly: bool, signed, unsigned, float, complex.
 _NUMPY_KINDS = frozenset("biufc")
@@ -133,19 +137,31 @@ def allocate(kind: str, dtype: str, shape: tuple[int, ...]) -> tuple[Any, memory
 
     Returns the array (still uninitialised) and a writable flat byte view of its
     memory; the caller writes exactly ``nbytes`` into the view and then calls
-    :func:`finish` on the array.
+    :func:`finish` on the array.  A large array gets memory of its own backed
+    by huge pages (``deltastore.memory``): writing the restored bytes into
+    fresh memory costs a page fault per 4 KiB otherwise, which was a third of
+    the time of restoring a full checkpoint.
     """
     if kind in (KIND_NUMPY, KIND_NUMPY_SCALAR):
         np_dtype = np.dtype(dtype)
         little = np_dtype.newbyteorder("<") if np_dtype.byteorder == ">" else np_dtype
-        arr = np.empty(shape, dtype=little)
+        nbytes = math.prod(shape) * little.itemsize
+        if nbytes < HUGE_PAGE_ARRAY_BYTES:
+            arr = np.empty(shape, dtype=little)
+        else:
+            arr = np.frombuffer(huge_page_buffer(nbytes), dtype=little).reshape(shape)
         return arr, arr.reshape(-1).view(np.uint8).data
     import torch
 
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise UnsupportedTypeError("", f"torch.{dtype}", "this torch has no such dtype")
-    tensor = torch.empty(shape, dtype=torch_dtype)
+    nbytes = math.prod(shape) * torch_dtype.itemsize
+    if nbytes < HUGE_PAGE_ARRAY_BYTES:
+        tensor = torch.empty(shape, dtype=torch_dtype)
+    else:
+        memory = torch.frombuffer(huge_page_buffer(nbytes), dtype=torch.uint8)
+        tensor = memory.view(torch_dtype).reshape(shape)
     return tensor, tensor.reshape(-1).view(torch.uint8).numpy().data
 
 

@@ -14,15 +14,13 @@ disk; only the first save after a restart decodes the parent's chunks.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import mmap
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deltastore.arrays import ArrayBytes
 from deltastore.catalog.queries import EntryChunks
+from deltastore.memory import huge_page_buffer
 
 #: Longest delta chain a writer creates: a keyframe every MAX_DEPTH + 1 saves of a chunk.
 MAX_DEPTH = 2
@@ -31,8 +29,6 @@ MAX_DEPTH = 2
 MIN_DELTA_BYTES = 4096
 #: Chunk buffers mapped at once for base copies (64 MiB at the default chunk size).
 SLAB_CHUNKS = 64
-#: The transparent huge page size of x86-64 and most arm64 kernels.
-HUGE_PAGE = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -87,14 +83,12 @@ Kept = memoryview | bytes
 class BaseCopies:
     """Chunk-sized buffers, recycled from one save to the next, for the copies kept as bases.
 
-    A copy into fresh memory page-faults on every 4 KiB: measured here, ~0.6 to
-    1.2 ms per MiB, more than hashing and compressing the chunk together.  So
-    buffers come in slabs asked to be backed by transparent huge pages (one
-    fault per 2 MiB: ~0.27 ms per MiB copied, where the kernel allows them on
-    request, as most distributions do), and a training loop, which replaces
-    its bases at every save, reuses the buffers the last save's copies
-    displaced: the writer holds at most two copies of its delta-eligible state
-    and maps memory only while it grows.  Callers serialize saves (the
+    A copy into fresh memory page-faults, at a cost near hashing and
+    compressing the chunk together.  So buffers come in slabs backed by huge
+    pages where the kernel allows (``deltastore.memory``), and a training
+    loop, which replaces its bases at every save, reuses the buffers the last
+    save's copies displaced: the writer holds at most two copies of its
+    delta-eligible state and maps memory only while it grows.  Callers serialize saves (the
     writer's lock), so a buffer is recycled only once the save that read it
     has finished.
     """
@@ -108,8 +102,8 @@ class BaseCopies:
 
     def _grow(self) -> None:
         size = self.chunk_size * self.slab_chunks
-        slab, start = _huge_page_slab(size)
-        views = [slab[i : i + self.chunk_size] for i in range(start, start + size, self.chunk_size)]
+        slab = huge_page_buffer(size)
+        views = [slab[i : i + self.chunk_size] for i in range(0, size, self.chunk_size)]
         self._ours.update(id(v) for v in views)
         self._free.extend(views)
 
@@ -127,31 +121,6 @@ class BaseCopies:
         """Take back the buffers of copies nobody will read again."""
         with self._lock:
             self._free.extend(k for k in kept if isinstance(k, memoryview) and id(k) in self._ours)
-
-
-def _huge_page_slab(size: int) -> tuple[memoryview, int]:
-    """Private anonymous memory for ``size`` bytes, and the offset where they start.
-
-    The usable range starts on a huge-page boundary (the mapping is one huge
-    page longer than asked) and is advised MADV_HUGEPAGE: a copy into it then
-    faults once per 2 MiB instead of once per 4 KiB.  Private, because shared
-    anonymous memory is shmem, which takes huge pages under another setting.
-    Where the kernel offers no huge pages this is ordinary memory.
-    """
-    advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    slack = HUGE_PAGE if advice is not None else 0
-    region = mmap.mmap(-1, size + slack, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    start = 0
-    if advice is not None:
-        start = -_address(region) % HUGE_PAGE
-        with contextlib.suppress(OSError):  # no transparent huge pages: small pages it is
-            region.madvise(advice, start, size)
-    return memoryview(region), start
-
-
-def _address(region: mmap.mmap) -> int:
-    """The address a mapping starts at (ctypes sees it through the buffer protocol)."""
-    return ctypes.addressof(ctypes.c_char.from_buffer(region))
 
 
 class RecentChunks:
