@@ -151,8 +151,8 @@ def _check_old_catalog(
 
     Healthy: it opens, its schema is this deltastore's (an older one is
     upgraded first, as opening the store would), a quick verify finds no
-    problem, and it is not empty while objects are on disk (``deltastore.open``
-    on a deleted catalog makes such an empty one).
+    problem, and it is not empty while objects are on disk (earlier versions
+    made such an empty one when asked to open a store whose catalog was deleted).
     """
     if not (root / layout.CATALOG_FILE).exists():
         return {}

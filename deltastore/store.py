@@ -112,6 +112,23 @@ def init(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE) 
     return root
 
 
+def _check_catalog_file(root: Path) -> None:
+    """CatalogDamagedError when the store's catalog file is gone or empty.
+
+    init writes the catalog before FORMAT, so a store without one lost it.  SQLite
+    would create a fresh, empty catalog in its place, which lists no object: the
+    store looked empty and gc deleted every object, the very ones rebuild needs.
+    """
+    catalog = root / layout.CATALOG_FILE
+    try:
+        empty = catalog.stat().st_size == 0
+    except FileNotFoundError:
+        raise CatalogDamagedError(str(root), f"{layout.CATALOG_FILE} is missing") from None
+    wal = Path(f"{catalog}-wal")  # in WAL mode the pages may all still sit in the -wal
+    if empty and not (wal.exists() and wal.stat().st_size > 0):
+        raise CatalogDamagedError(str(root), f"{layout.CATALOG_FILE} is empty")
+
+
 class Store:
     """A deltastore store: save, load, and inspect checkpoints."""
 
@@ -128,6 +145,8 @@ class Store:
         self._format_current = layout.check_format(root) >= layout.STORE_FORMAT
         if codec not in codecs.CODECS:
             raise ValueError(f"unknown codec {codec!r}; choose one of {codecs.CODECS}")
+        if catalog_url is None:
+            _check_catalog_file(root)
         self.root = root
         self.codec = codec
         self.progress = progress

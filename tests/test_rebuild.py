@@ -12,8 +12,10 @@ import torch
 
 import deltastore
 from deltastore import codecs, journal, layout, manifest
+from deltastore.catalog import migrate
+from deltastore.catalog.engine import make_engine
 from deltastore.cli.main import STORE_ENV, main
-from deltastore.errors import CatalogIntactError
+from deltastore.errors import CatalogDamagedError, CatalogIntactError
 from deltastore.load import read_manifest
 
 from .conftest import assert_same
@@ -116,11 +118,46 @@ def test_a_catalog_of_garbage_is_rebuilt_and_kept_aside(
     assert_loads_bit_exactly(history.root, history.states)
 
 
-def test_a_catalog_recreated_empty_by_open_is_rebuilt_without_force(
+def objects_on_disk(root: Path) -> list[Path]:
+    return sorted(p for p in (root / layout.OBJECTS_DIR).rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_a_lost_catalog_is_not_recreated_empty_and_gc_deletes_nothing(
+    history: History, before: str, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Opening a store whose catalog.sqlite was deleted (or left empty) used to create an
+    empty catalog: `deltastore log` said "no checkpoints yet", verify "no problems", and
+    `deltastore gc` deleted every object, the very objects rebuild needs.  The store now
+    refuses to open (CatalogDamagedError, exit 32) and points at rebuild."""
+    objects = objects_on_disk(history.root)
+    delete_catalog(history.root)
+    if damage == "emptied":
+        (history.root / layout.CATALOG_FILE).write_bytes(b"")
+    with pytest.raises(CatalogDamagedError, match="deltastore rebuild"):
+        deltastore.open(history.root)
+    for verb in (["gc"], ["log"], ["verify"]):
+        assert main(["--store", str(history.root), *verb]) == CatalogDamagedError.exit_code
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("deltastore: error: the catalog") for line in err)
+    assert objects_on_disk(history.root) == objects
+    assert (history.root / layout.CATALOG_FILE).exists() == (damage == "emptied")
+    deltastore.rebuild(history.root)  # no --force needed
+    with deltastore.open(history.root, progress=False) as store:
+        assert snapshot(store) == before
+
+
+def test_an_empty_catalog_an_older_deltastore_made_is_rebuilt_without_force(
     history: History, before: str
 ) -> None:
-    """`deltastore log` on a deleted catalog makes an empty, valid one: not a healthy catalog."""
+    """Older versions recreated a deleted catalog empty on open: a valid catalog listing
+    nothing while objects are on disk is not a healthy one."""
     delete_catalog(history.root)
+    engine = make_engine(layout.catalog_url(history.root))
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
     with deltastore.open(history.root, progress=False) as store:
         assert list(store.log()) == []
     deltastore.rebuild(history.root)
