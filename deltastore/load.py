@@ -246,8 +246,8 @@ def _prune(node: tree.JSON, renumber: dict[int, int]) -> tree.JSON:
     if not isinstance(node, dict) or len(node) != 1:
         return node
     ((tag, body),) = node.items()
-    if tag == "array":
-        return {"array": renumber[body]}
+    if tag == "array":  # reached here only as the root: a thinned root array becomes None
+        return {"array": renumber[body]} if body in renumber else None
     if tag == "tuple":
         return {"tuple": _prune(body, renumber)}
     if tag in ("dict", "odict"):

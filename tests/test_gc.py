@@ -346,6 +346,19 @@ def test_thin_pattern_stars_cross_slashes(store: deltastore.Store) -> None:
     assert_same(store.load("main~1"), {"a": {"b": {"w": torch.ones(2)}}})
 
 
+def test_a_thinned_root_array_loads_as_none(store: deltastore.Store, tmp_path: Path) -> None:
+    """A state that is one tensor has the key path "", which the pattern "*" matches: once
+    thinned, load and export of the older checkpoint raised a bare KeyError (a traceback on
+    the command line) instead of giving the thinned state, None."""
+    old = store.save(torch.ones(4))
+    store.save(torch.zeros(4))
+    assert [c.id for c in store.thin("*", keep_newest=1).checkpoints] == [old]
+    assert store.load(old) is None
+    store.export(old, tmp_path / "old.pt")
+    assert torch.load(tmp_path / "old.pt", weights_only=True) is None
+    assert_same(store.load("main"), torch.zeros(4))
+
+
 # -- the lock protocol --------------------------------------------------------------------------
 
 
