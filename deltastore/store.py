@@ -243,9 +243,7 @@ class Store:
         """
         refs.validate_name(branch)
         clean_metrics = validate_inputs(message, step, metrics)
-        if not self._format_current:
-            layout.upgrade_format(self.root)  # this version writes objects v1 could not read
-            self._format_current = True
+        self._upgrade_format()
         flat = tree.flatten(state)
         total = sum(len(arr.data) for _, arr in flat.leaves)
         # The writer lock: gc must not sweep this save's objects before its commit lists them.
@@ -281,6 +279,7 @@ class Store:
         if existing is None:
             raise RefNotFoundError(name, "no branch or tag of that name")
         now_us = time.time_ns() // 1000
+        self._upgrade_format()
         with layout.writing(self.root):  # the record is unlisted until the commit: no gc
             record = self._journal(journal.RefRecord(now_us, name, existing[0], None))
             with write_transaction(self.engine) as conn:
@@ -296,6 +295,7 @@ class Store:
                 return checkpoint_id  # already there: nothing to record
             self._check_ref_move(conn, name, kind, checkpoint_id, force)
         now_us = time.time_ns() // 1000
+        self._upgrade_format()
         with layout.writing(self.root):  # the record is unlisted until the commit: no gc
             record = self._journal(journal.RefRecord(now_us, name, kind, checkpoint_id))
             with write_transaction(self.engine) as conn:
@@ -316,11 +316,24 @@ class Store:
             raise RefExistsError(name, existing[0], existing[1])
 
     def _journal(self, record: journal.Record) -> journal.WrittenRecord:
-        """Write a journal record (durable) before the catalog transaction it explains."""
+        """Write a journal record (durable) before the catalog transaction it explains.
+
+        The caller raised the store's format (:meth:`_upgrade_format`) before it took the
+        writer lock.
+        """
+        assert self._format_current, "call _upgrade_format() before layout.writing"
+        return journal.write(self.objects, record, self.codec)
+
+    def _upgrade_format(self) -> None:
+        """Raise an older store's FORMAT before writing objects it could not read.
+
+        Always before ``layout.writing``, never inside: the upgrade takes the store
+        lock, which rebuild holds while it waits for every writer to leave; a writer
+        asking for it from inside the writer lock deadlocked with a rebuild.
+        """
         if not self._format_current:
             layout.upgrade_format(self.root)
             self._format_current = True
-        return journal.write(self.objects, record, self.codec)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -517,6 +530,7 @@ class Store:
         """
         if dry_run:
             return forget_checkpoints(self.engine, policy, branches, None)
+        self._upgrade_format()
         with layout.writing(self.root):
             return forget_checkpoints(self.engine, policy, branches, self._journal)
 
@@ -539,6 +553,7 @@ class Store:
         """
         if dry_run:
             return thin_entries(self.engine, pattern, keep_newest, branches, None)
+        self._upgrade_format()
         with layout.writing(self.root):
             return thin_entries(self.engine, pattern, keep_newest, branches, self._journal)
 

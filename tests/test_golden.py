@@ -6,11 +6,16 @@ tests/golden/store-v1 was written once by format version 1
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import deltastore
+from deltastore import layout
 
 from .conftest import assert_same
 from .golden.make_golden import golden_state
@@ -55,3 +60,27 @@ def test_writing_to_a_v1_store_raises_its_format_and_keeps_its_history(tmp_path:
         assert_same(store.load("main"), newest)
         for entry in expected:
             assert_same(store.load(entry["id"]), golden_state(entry["step"]))
+
+
+def test_a_ref_change_on_a_v1_store_raises_its_format_before_taking_the_writer_lock(
+    tmp_path: Path,
+) -> None:
+    """A tag on a v1 store raised FORMAT from inside the writer lock, taking the store lock
+    there; rebuild takes the store lock, then waits for the writer lock: the two deadlocked.
+    Now the writer asks for the store lock before the writer lock, so while a rebuild (here:
+    the test) holds the store lock, the tag waits without holding the writer lock."""
+    root = shutil.copytree(GOLDEN / "store-v1", tmp_path / "store")
+    with deltastore.open(root) as store:
+        tagged = threading.Thread(target=store.tag, args=("v1", "main"), daemon=True)
+        with layout.store_lock(root):
+            tagged.start()
+            time.sleep(0.3)  # the tag is now blocked on the store lock
+            fd = os.open(root / layout.WRITE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what rebuild takes next
+            finally:
+                os.close(fd)
+        tagged.join(timeout=30)
+        assert not tagged.is_alive()
+        assert store.refs()["v1"] == ("tag", store.resolve("main"))
+    assert json.loads((root / "FORMAT").read_text())["deltastore_store_format"] == 2
