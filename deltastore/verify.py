@@ -131,6 +131,23 @@ class _Journal:
 
     thinned: dict[str, set[str]] = field(default_factory=dict)  # checkpoint -> key paths
     forgotten: dict[str, str | None] = field(default_factory=dict)  # checkpoint -> its parent
+    known: set[str] = field(default_factory=set)  # ids of the records read (or found corrupt)
+
+    def catch_up(self, conn: Connection, objects: ObjectStore) -> bool:
+        """Read the records the catalog lists now and we have not read; True if any.
+
+        Verify takes no lock: a forget or thin that committed after the catalog
+        was read re-parented checkpoints or removed entries, which its record
+        explains.  A record that does not read is left for the next verify.
+        """
+        new = [i for i in audit.record_ids(conn) if i not in self.known]
+        self.known.update(new)
+        for record_id in new:
+            try:
+                self.add(journal.read(objects, record_id))
+            except CorruptObjectError:
+                continue
+        return bool(new)
 
     def add(self, record: journal.Record) -> None:
         if isinstance(record, journal.ThinRecord):
@@ -294,20 +311,37 @@ class Verifier:
             for done in self._decode_trees(records, progress):
                 for record in done.records:
                     history.add(record)
+                history.known.update(done.visited)
                 problems.extend(done.problems)
                 visited.update(done.visited)
                 decoded += done.decoded_bytes
             for done in self._decode_trees(roots, progress):
                 for checkpoint_id, m in done.manifests:
                     with read_transaction(self.engine) as conn:  # short: writers go on
-                        problems.extend(_compare_manifest(conn, checkpoint_id, m, history))
+                        found = _compare_manifest(conn, checkpoint_id, m, history)
+                        if found and history.catch_up(conn, self.objects):
+                            found = _compare_manifest(conn, checkpoint_id, m, history)
+                    problems.extend(found)
                 problems.extend(done.problems)
                 visited.update(done.visited)
                 decoded += done.decoded_bytes
         for o in present:
             if o.id not in visited:
                 problems.append(Problem(o.id, f"cannot be decoded: {self._broken_chain(o.id)}"))
-        return problems, decoded
+        return self._still_listed(problems), decoded
+
+    def _still_listed(self, problems: list[Problem]) -> list[Problem]:
+        """The problems of objects the catalog still lists.
+
+        Verify takes no lock: a gc that ran since the catalog was read deletes
+        objects nothing needs any more (and their rows first), and reading them
+        then fails as "missing".  Those are not damage.
+        """
+        if not problems:
+            return problems
+        with read_transaction(self.engine) as conn:
+            listed = queries.object_depths(conn, {p.object_id for p in problems})
+        return [p for p in problems if p.object_id in listed]
 
     def _decode_trees(self, roots: list[str], progress: Progress | None) -> Iterable[_Decoded]:
         futures = [self.pool.submit(self._decode_tree, root) for root in roots]
