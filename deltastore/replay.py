@@ -10,8 +10,8 @@ the I/O around it.  The rules (docs/format.md §4a):
   whose branch moved under it writes its manifest again on the new head, and
   the first manifest, the same save on the old parent, was never committed.
   It is recognised as a manifest with the same content as a later one on the
-  same branch but another parent, that no checkpoint has as parent, no ref
-  record names, and with no ref record moving that branch in between (a
+  same branch but another parent, that no checkpoint (nor a forget record)
+  has as parent, no ref record names, and with no ref record moving that branch in between (a
   user resetting the branch and saving the same state again keeps both).
 * Entries a thin record names are left out, and so is an entry whose chunks
   are not all on disk with their delta chains (reported: nothing recorded
@@ -91,7 +91,7 @@ def plan(
             thinned.setdefault(record.checkpoint, set()).update(record.key_paths)
         else:
             ref_records.append(record)
-    abandoned = _abandoned(manifests, ref_records)
+    abandoned = _abandoned(manifests, ref_records, forgotten)
     kept = {cid: m for cid, m in manifests.items() if cid not in forgotten and cid not in abandoned}
     result.forgotten = sum(1 for cid in manifests if cid in forgotten)
     result.abandoned = len(abandoned)
@@ -233,9 +233,15 @@ def _chain_depths(heads: Mapping[str, ObjectHead]) -> dict[str, int | None]:
     return depths
 
 
-def _abandoned(manifests: Mapping[str, Manifest], ref_records: list[journal.RefRecord]) -> set[str]:
+def _abandoned(
+    manifests: Mapping[str, Manifest],
+    ref_records: list[journal.RefRecord],
+    forgotten: Mapping[str, str | None],
+) -> set[str]:
     """Manifests of commit attempts that lost the race for their branch (module docstring)."""
-    has_children = {m.parent for m in manifests.values()}
+    # A forgotten child's manifest may be gone (gc), but its forget record still names
+    # the parent it had: that parent was committed.
+    has_children = {m.parent for m in manifests.values()} | set(forgotten.values())
     named = {r.checkpoint for r in ref_records}
     moves: dict[str, list[int]] = {}
     for r in ref_records:

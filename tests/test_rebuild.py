@@ -330,3 +330,29 @@ def test_the_same_save_after_a_branch_reset_is_kept_twice(tmp_path: Path) -> Non
     assert (report.abandoned, report.checkpoints) == (0, 4)
     with deltastore.open(root, progress=False) as store:
         assert snapshot(store) == before
+
+
+def test_a_kept_checkpoint_whose_child_was_forgotten_and_collected_is_not_taken_for_abandoned(
+    tmp_path: Path,
+) -> None:
+    """A commit attempt that lost the race for its branch is recognised by a later manifest
+    of the same content on another parent, and by having no child.  Once its only child was
+    forgotten and gc removed the child's manifest, a committed checkpoint looked childless:
+    saving the same state again made rebuild drop it from the history (and orphan its kept
+    descendant, reported as a problem).  The forget record still names it as a parent."""
+    same = {"w": torch.arange(10.0)}
+    with deltastore.open(tmp_path / "s", create=True, progress=False) as store:
+        kept = store.save(same, "same", step=10)
+        store.save({"w": torch.ones(10)}, "c", step=11)
+        store.save({"w": torch.zeros(10)}, "d", step=12)
+        assert [
+            c.step for c in store.forget(deltastore.KeepPolicy(every_n_steps=10)).forgotten
+        ] == [11]
+        store.gc()
+        store.save(same, "same", step=10)
+        before = [(c.id, c.parent, c.step) for c in store.log()]
+    assert kept in {cid for cid, _, _ in before}
+    report = deltastore.rebuild(tmp_path / "s", force=True)
+    assert (report.abandoned, report.problems) == (0, ())
+    with deltastore.open(tmp_path / "s", progress=False) as store:
+        assert [(c.id, c.parent, c.step) for c in store.log()] == before
