@@ -31,6 +31,7 @@ from deltastore.errors import (
     StoreExistsError,
     StoreNotFoundError,
     UnsupportedTypeError,
+    WrongObjectKindError,
 )
 from deltastore.forget import ForgetReport
 from deltastore.gc import GcReport
@@ -77,6 +78,7 @@ __all__ = [
     "ThinReport",
     "UnsupportedTypeError",
     "VerifyReport",
+    "WrongObjectKindError",
     "init",
     "open",
     "rebuild",

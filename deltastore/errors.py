@@ -377,6 +377,29 @@ class AmbiguousObjectError(ObjectNotFoundError):
         return (type(self), (self.ref, self.candidates))
 
 
+class WrongObjectKindError(DeltastoreError, ValueError):
+    """``cat`` was asked for one kind of object and named another (a chunk as a record).
+
+    A slip of the verb, not damage: the object is whole.  ``kind`` is what the
+    object is, ``expected`` what was asked for; the message names the ``cat``
+    that reads it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, object_id: str, kind: str, expected: str) -> None:
+        self.object_id = object_id
+        self.kind = kind
+        self.expected = expected
+        short = object_id[:12]
+        super().__init__(
+            f"object {short} is a {kind}, not a {expected}: try `deltastore cat {kind} {short}`"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.object_id, self.kind, self.expected))
+
+
 class CatalogIntactError(DeltastoreError):
     """``rebuild`` was asked for a catalog that opens and passes a quick verify.
 

@@ -1,11 +1,14 @@
 """The plumbing behind ``deltastore cat``: one object at a time, as it is stored.
 
 For debugging a store by hand: an object's header as the decoder reads it,
-a chunk's decoded bytes, a manifest's or a journal record's JSON.  Objects
-are named by a full id or by a unique prefix of at least 6 hex digits of an
-id the catalog lists (a full id of an object the catalog does not list, a
-dead save's, is read from disk all the same).  Everything read is verified
-against its id, as a restore does.
+a chunk's decoded bytes, a manifest's or a journal record's JSON, and the
+journal records the catalog lists.  Objects are named by a full id or by a
+unique prefix of at least 6 hex digits of an id the catalog lists (a full id
+of an object the catalog does not list, a dead save's, is read from disk all
+the same).  Everything read is verified against its id, as a restore does.
+Asking for the wrong kind of object (a chunk as a record) is a user's slip,
+not damage: the header is read first, and WrongObjectKindError names the
+``cat`` that reads the object.
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from deltastore import codecs, journal
-from deltastore.catalog import queries
+from deltastore.catalog import audit, queries
 from deltastore.catalog.engine import read_transaction
 from deltastore.codecs import Header, Kind
-from deltastore.errors import AmbiguousObjectError, ObjectNotFoundError, RefNotFoundError
+from deltastore.errors import (
+    AmbiguousObjectError,
+    ObjectNotFoundError,
+    RefNotFoundError,
+    WrongObjectKindError,
+)
 from deltastore.ids import MIN_PREFIX_LEN, is_full_id, is_id_prefix
+from deltastore.info import datetime_from_us
 
 if TYPE_CHECKING:
     from deltastore.store import Store
@@ -65,6 +74,7 @@ def header(store: Store, object_id: str) -> dict[str, Any]:
 
 def chunk(store: Store, object_id: str) -> bytes:
     """A chunk's raw bytes: its delta chain decoded and the result checked against its id."""
+    _of_kind(store, object_id, Kind.CHUNK)  # the reader reads it again: plumbing, not a hot path
     return store.read_chunk(object_id)
 
 
@@ -91,5 +101,52 @@ def record(store: Store, object_id: str) -> Any:
     return json.loads(raw)
 
 
+def records(store: Store) -> list[dict[str, Any]]:
+    """Every journal record the catalog lists, newest first: id, time, op and what it did.
+
+    Where ``cat record`` gets its ids: the records of ref changes, forgets
+    and thins, which no manifest tells.
+    """
+    with read_transaction(store.engine) as conn:
+        ids = audit.record_ids(conn)
+    found = [(journal.read(store.objects, i), i) for i in ids]
+    found.sort(key=lambda pair: (pair[0].time_us, pair[1]), reverse=True)
+    return [
+        {
+            "id": record_id,
+            "time": datetime_from_us(r.time_us).isoformat(),
+            "time_us": r.time_us,
+            "op": _op(r),
+            "summary": _summary(r),
+        }
+        for r, record_id in found
+    ]
+
+
+def _op(record: journal.Record) -> str:
+    if isinstance(record, journal.RefRecord):
+        return "ref"
+    return "forget" if isinstance(record, journal.ForgetRecord) else "thin"
+
+
+def _summary(record: journal.Record) -> str:
+    if isinstance(record, journal.RefRecord):
+        target = "deleted" if record.checkpoint is None else f"-> {record.checkpoint[:12]}"
+        return f"{record.kind} {record.name!r} {target}"
+    if isinstance(record, journal.ForgetRecord):
+        return f"forgot {len(record.parents)} checkpoint(s)"
+    paths = len(record.key_paths)
+    return f"thinned {paths} entr{'y' if paths == 1 else 'ies'} of {record.checkpoint[:12]}"
+
+
+def _of_kind(store: Store, object_id: str, kind: Kind) -> bytes:
+    """The object's bytes, once its header says it is a ``kind`` (WrongObjectKindError if not)."""
+    data = store.objects.get(object_id)
+    found = codecs.read_header(data, object_id).kind
+    if found != kind:
+        raise WrongObjectKindError(object_id, found.name.lower(), kind.name.lower())
+    return data
+
+
 def _raw(store: Store, object_id: str, kind: Kind) -> bytearray:
-    return codecs.decode(store.objects.get(object_id), object_id, kind=kind)
+    return codecs.decode(_of_kind(store, object_id, kind), object_id, kind=kind)

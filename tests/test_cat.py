@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import deltastore
-from deltastore import codecs, journal
+from deltastore import codecs, journal, plumbing
 from deltastore.catalog import audit
 from deltastore.catalog.engine import write_transaction
 from deltastore.catalog.queries import NewObject
@@ -33,6 +33,15 @@ def no_store_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def cat(history: History, capsys: pytest.CaptureFixture[str], *argv: str) -> object:
     assert main(["--store", str(history.root), "cat", *argv]) == 0
     return json.loads(capsys.readouterr().out)
+
+
+def stored_records(store: deltastore.Store) -> dict[str, journal.Record]:
+    """Every journal record the catalog lists, read as the journal reads it."""
+    return {
+        i: journal.read(store.objects, i)
+        for i, o in catalog_objects(store).items()
+        if o.kind == Kind.RECORD
+    }
 
 
 def delta_of_depth(history: History, depth: int) -> str:
@@ -104,11 +113,7 @@ def test_cat_record_prints_a_journal_record(
     history: History, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with deltastore.open(history.root, progress=False) as store:
-        records = {
-            i: journal.read(store.objects, i)
-            for i, o in catalog_objects(store).items()
-            if o.kind == Kind.RECORD
-        }
+        records = stored_records(store)
         target = store.resolve("exp~1")
     record_id = next(
         i for i, r in records.items() if isinstance(r, journal.RefRecord) and r.name == "exp-best"
@@ -126,15 +131,63 @@ def test_cat_record_prints_a_journal_record(
     assert [r.checkpoint for r in deleted][-1] is None  # the deleted tag's record
 
 
-def test_cat_names_a_wrong_object_kind_and_an_unknown_id(
+def manifest_and_record_ids(history: History) -> tuple[str, str]:
+    with deltastore.open(history.root, progress=False) as store:
+        rows = catalog_objects(store).values()
+        manifest_id = store.resolve("main")
+        record_id = next(o.id for o in rows if o.kind == Kind.RECORD)
+    return manifest_id, record_id
+
+
+def test_cat_of_the_wrong_kind_is_a_usage_error_naming_the_right_cat(
     history: History, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Bug: `cat record <a chunk id>` (and `cat chunk <a manifest id>`...) printed
+    "corrupt object ...: object is a chunk, expected a record" and exited 7, the code of a
+    damaged store, for a healthy object asked for under the wrong verb.  The header is now
+    read first: exit 2 and the `cat` that reads the object."""
     root = str(history.root)
     chunk_id = delta_of_depth(history, 0)
-    assert main(["--store", root, "cat", "record", chunk_id]) == 7
-    assert capsys.readouterr().err == (
-        f"deltastore: error: corrupt object {chunk_id[:16]}: object is a chunk, expected a record\n"
+    manifest_id, record_id = manifest_and_record_ids(history)
+    cases = [
+        ("record", chunk_id[:10], chunk_id, "chunk", "record"),
+        ("chunk", manifest_id, manifest_id, "manifest", "chunk"),
+        ("chunk", record_id[:8], record_id, "record", "chunk"),
+        ("record", manifest_id, manifest_id, "manifest", "record"),
+        ("manifest", chunk_id[:12], chunk_id, "chunk", "manifest"),  # not a ref: an object id
+        ("manifest", record_id, record_id, "record", "manifest"),
+    ]
+    for verb, name, object_id, kind, expected in cases:
+        assert main(["--store", root, "cat", verb, name]) == 2, (verb, kind)
+        short = object_id[:12]
+        assert capsys.readouterr().err == (
+            f"deltastore: error: object {short} is a {kind}, not a {expected}: "
+            f"try `deltastore cat {kind} {short}`\n"
+        )
+    with (
+        deltastore.open(history.root, progress=False) as store,
+        pytest.raises(deltastore.WrongObjectKindError) as caught,
+    ):
+        plumbing.record(store, chunk_id)
+    assert (caught.value.object_id, caught.value.kind, caught.value.expected) == (
+        chunk_id,
+        "chunk",
+        "record",
     )
+
+
+def test_the_suggested_cat_reads_the_object(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, record_id = manifest_and_record_ids(history)
+    assert main(["--store", str(history.root), "cat", "chunk", record_id]) == 2
+    suggested = capsys.readouterr().err.split("try `deltastore ")[1].rstrip("`\n").split()
+    assert suggested == ["cat", "record", record_id[:12]]
+    assert cat(history, capsys, *suggested[1:])["op"] in ("ref", "forget", "thin")  # type: ignore[index]
+
+
+def test_cat_names_an_unknown_id(history: History, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(history.root)
     assert main(["--store", root, "cat", "header", "0123"]) == 6
     assert capsys.readouterr().err == (
         "deltastore: error: no object '0123': name an object by its id or 6 or more of its "
@@ -142,6 +195,45 @@ def test_cat_names_a_wrong_object_kind_and_an_unknown_id(
     )
     assert main(["--store", root, "cat", "chunk", "e" * 64]) == 6
     assert capsys.readouterr().err.endswith(": no object of this id is stored\n")
+
+
+def test_cat_records_lists_every_journal_record_newest_first(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Record ids were nowhere to be found: `cat record` needed one, and no verb listed them."""
+    with deltastore.open(history.root, progress=False) as store:
+        stored = stored_records(store)
+        v1, exp_start, best = (store.resolve(r) for r in ("v1", "main~2", "exp-best"))
+    listed = cat(history, capsys, "records", "--json")
+    assert isinstance(listed, list)
+    assert sorted(r["id"] for r in listed) == sorted(stored)
+    times = [r["time_us"] for r in listed]
+    assert times == sorted(times, reverse=True)
+    assert all(r["time_us"] == stored[r["id"]].time_us for r in listed)
+    summaries = [(r["op"], r["summary"]) for r in listed]
+    # build_history: tag v1, tag old, move v1, delete old, branch exp, tag exp-best
+    assert [s for _, s in summaries][:4] == [
+        f"tag 'exp-best' -> {best[:12]}",
+        f"branch 'exp' -> {exp_start[:12]}",
+        "tag 'old' deleted",
+        f"tag 'v1' -> {v1[:12]}",
+    ]
+    assert all(op == "ref" for op, _ in summaries)
+    assert main(["--store", str(history.root), "cat", "records"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["id", "time", "op", "what"]
+    assert len(lines) == 1 + len(stored)
+    assert lines[1].startswith(listed[0]["id"][:12]) and lines[1].endswith(listed[0]["summary"])
+
+
+def test_cat_records_of_a_store_without_any(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deltastore.init(tmp_path / "empty")
+    assert main(["--store", str(tmp_path / "empty"), "cat", "records"]) == 0
+    assert capsys.readouterr().out == "no journal records yet\n"
+    assert main(["--store", str(tmp_path / "empty"), "cat", "records", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_cat_refuses_an_ambiguous_prefix(

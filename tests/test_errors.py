@@ -175,6 +175,12 @@ CASES: dict[str, Case] = {
         (KeyError, LookupError),
         6,
     ),
+    "wrong object kind": Case(
+        errors.WrongObjectKindError(ID_A, "chunk", "record"),
+        "object aaaaaaaaaaaa is a chunk, not a record: try `deltastore cat chunk aaaaaaaaaaaa`",
+        (ValueError,),
+        2,
+    ),
     "catalog intact": Case(
         errors.CatalogIntactError("runs/x"),
         "the catalog of 'runs/x' opens and passes a quick verify; use --force (force=True) "
