@@ -106,7 +106,7 @@ def plan(
     for cid in order:
         m = kept[cid]
         entries = _entries(cid, m, thinned.get(cid, set()), heads, depths, result.problems)
-        needed = [cid, *(o for e in entries for c in e.chunk_ids for o in _chain(c, heads))]
+        needed = [cid, *(o for e in entries for c in _present_chunks(e) for o in _chain(c, heads))]
         stored = 0
         for object_id in dict.fromkeys(needed):
             if object_id in claimed:
@@ -155,36 +155,41 @@ def _entries(
     depths: Mapping[str, int | None],
     problems: list[Problem],
 ) -> list[NewEntry]:
-    """The manifest's entries the catalog lists: not thinned, every chunk restorable."""
+    """The manifest's entries the catalog lists: all but the thinned ones.
+
+    An entry with a chunk that cannot be restored (missing, or a base of its
+    chain missing) and no record saying why stays listed, with that chunk
+    marked lost: a load of it then fails naming the chunk, as it did before
+    the catalog was lost, instead of returning a state without the entry.
+    """
     entries = []
     for e in m.entries:
         if e.key_path in thinned:
             continue
-        lost = next(
-            (
-                (i, c)
-                for i, c in enumerate(e.chunks)
-                if c not in heads or heads[c].kind != Kind.CHUNK or depths[c] is None
-            ),
-            None,
+        lost = frozenset(
+            i
+            for i, c in enumerate(e.chunks)
+            if c not in heads or heads[c].kind != Kind.CHUNK or depths[c] is None
         )
-        if lost is not None:
-            index, chunk_id = lost
-            reason = _why_lost(chunk_id, heads)
+        for index in sorted(lost):
+            chunk_id = e.chunks[index]
             problems.append(
                 Problem(
                     chunk_id,
-                    f"{reason}; the entry is left out of the catalog",
+                    f"{_why_lost(chunk_id, heads)}; loading the entry will fail",
                     checkpoint_id,
                     e.key_path,
                     index,
                 )
             )
-            continue
         entries.append(
-            NewEntry(e.key_path, e.kind, e.dtype, e.shape, e.nbytes, e.digest, list(e.chunks))
+            NewEntry(e.key_path, e.kind, e.dtype, e.shape, e.nbytes, e.digest, list(e.chunks), lost)
         )
     return entries
+
+
+def _present_chunks(entry: NewEntry) -> list[str]:
+    return [c for i, c in enumerate(entry.chunk_ids) if i not in entry.lost]
 
 
 def _why_lost(chunk_id: str, heads: Mapping[str, ObjectHead]) -> str:

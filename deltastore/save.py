@@ -260,7 +260,7 @@ class CheckpointWriter:
                 claimed.add(object_id)
             if object_id in depths or not first:
                 return _Outcome(object_id, None, kept, False, size)
-            if self.objects.exists(object_id):
+            if self.objects.adopt(object_id):  # left by a dead save, or another's in flight
                 return _Outcome(object_id, None, kept, True, size)
             if job.decides:
                 assert job.base is not None and job.decision is not None

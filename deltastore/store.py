@@ -568,6 +568,14 @@ class Store:
         with layout.collecting(self.root):
             with read_transaction(self.engine) as conn:
                 garbage = find_garbage(conn, self.objects)
+            if garbage.live == 0 and garbage.files:
+                # Nothing listed, not even the record of a forget that emptied the store: a
+                # catalog recreated empty (an older deltastore, a copy without it) looks so.
+                raise CatalogDamagedError(
+                    str(self.root / layout.CATALOG_FILE),
+                    f"it lists nothing while {len(garbage.files)} objects are on disk, so gc "
+                    "deletes none of them",
+                )
             if not dry_run:
                 with self._progress(
                     len(garbage.files), "gc", unit="obj", min_total=PROGRESS_MIN_OBJECTS

@@ -280,3 +280,33 @@ def test_objects_left_by_a_killed_save_are_catalogued_as_they_are_on_disk(
             header = codecs.read_header(data, row.id)
             on_disk[row.id] = (header.base_id.hex() if header.base_id else None, len(data))
         assert {row.id: (row.base_id, row.stored_bytes) for row in rows} == on_disk
+
+
+def test_a_save_that_names_a_dead_saves_object_makes_its_name_durable_first(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead writer's object may be linked under its name without its folder fsynced yet:
+    a save that names it must fsync that folder before its commit, as for its own objects."""
+    from deltastore.objects import local
+
+    w0 = _trained_weights()
+    with deltastore.open(store_path, create=True, progress=False) as store:
+
+        def killed(*_args: Any, **_kwargs: Any) -> None:
+            raise _KilledError("between the object writes and the commit")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(save_module.queries, "insert_checkpoint", killed)
+            with pytest.raises(_KilledError):
+                store.save({"w": w0})
+        left = set(store.objects.iter_ids())
+        assert left  # the dead save's chunks and manifest
+        synced: list[Path] = []
+        real = local._fsync_dir
+        monkeypatch.setattr(local, "_fsync_dir", lambda p: (synced.append(p), real(p)))
+        checkpoint_id = store.save({"w": w0})
+        with read_transaction(store.engine) as conn:
+            named = {c for ids in queries.chunk_ids_of(conn, checkpoint_id).values() for c in ids}
+        assert named and named <= left  # every chunk was the dead save's: none written again
+        assert {store.objects.path(object_id).parent for object_id in named} <= set(synced)
+        assert_same(store.load(), {"w": w0})

@@ -29,7 +29,12 @@ from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction
 from deltastore.catalog.models import ObjectRow
 from deltastore.cli.main import main
-from deltastore.errors import EntryNotFoundError, EntryThinnedError, RefNotFoundError
+from deltastore.errors import (
+    CatalogDamagedError,
+    EntryNotFoundError,
+    EntryThinnedError,
+    RefNotFoundError,
+)
 from deltastore.ids import hex_digest
 from deltastore.objects.local import TMP_PREFIX
 from deltastore.retention import KeepPolicy
@@ -596,3 +601,35 @@ def test_four_writers_and_a_gc_beside_them_all_checkpoints_survive(tmp_path: Pat
         for writer, branch in enumerate(branches):
             assert [c.step for c in store.log(branch)] == list(range(24, -1, -1))
             assert store.load(branch)["id"] == (writer, 24)
+
+
+def test_gc_refuses_a_catalog_that_lists_nothing_while_objects_are_on_disk(
+    tmp_path: Path,
+) -> None:
+    """A catalog recreated empty (by an older deltastore, or copied from an empty store)
+    would make every object garbage: gc refuses and deletes nothing."""
+    root = tmp_path / "store"
+    with deltastore.open(root, create=True, progress=False) as store:
+        store.save({"w": torch.arange(4096, dtype=torch.float32)})
+        before = sorted(store.objects.iter_ids())
+    empty = tmp_path / "empty"
+    deltastore.init(empty)
+    for suffix in ("", "-wal", "-shm"):
+        (root / f"{layout.CATALOG_FILE}{suffix}").unlink(missing_ok=True)
+    (root / layout.CATALOG_FILE).write_bytes((empty / layout.CATALOG_FILE).read_bytes())
+    with deltastore.open(root, progress=False) as store:
+        with pytest.raises(CatalogDamagedError, match="lists nothing while 2 objects"):
+            store.gc()
+        assert sorted(store.objects.iter_ids()) == before
+    assert main(["--store", str(root), "gc"]) == CatalogDamagedError.exit_code
+
+
+def test_gc_empties_a_store_whose_history_was_all_forgotten(store: deltastore.Store) -> None:
+    store.save({"w": torch.arange(4096, dtype=torch.float32)})
+    store.branch("keep")
+    store.delete_ref("main")
+    store.delete_ref("keep")
+    store.forget(KeepPolicy(last=1))  # nothing reaches it any more: it goes
+    report = store.gc()
+    assert report.objects == 2  # the chunk and the manifest; the journal records stay
+    assert all(journal.read(store.objects, object_id) for object_id in store.objects.iter_ids())

@@ -15,7 +15,7 @@ from deltastore import codecs, journal, layout, manifest
 from deltastore.catalog import migrate
 from deltastore.catalog.engine import make_engine
 from deltastore.cli.main import STORE_ENV, main
-from deltastore.errors import CatalogDamagedError, CatalogIntactError
+from deltastore.errors import CatalogDamagedError, CatalogIntactError, CorruptObjectError
 from deltastore.load import read_manifest
 
 from .conftest import assert_same
@@ -177,7 +177,7 @@ def test_a_stale_wal_is_moved_aside_with_the_catalog(history: History, before: s
         assert snapshot(store) == before
 
 
-def test_a_chunk_missing_for_no_recorded_reason_is_reported_and_its_entry_left_out(
+def test_a_chunk_missing_for_no_recorded_reason_is_reported_and_its_entry_fails_to_load(
     history: History, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with deltastore.open(history.root, progress=False) as store:
@@ -195,17 +195,23 @@ def test_a_chunk_missing_for_no_recorded_reason_is_reported_and_its_entry_left_o
     assert {(p["object_id"], p["key_path"], p["chunk_index"]) for p in problems} == {
         (chunk_id, "model/frozen", index)
     }
-    assert "no record says why; the entry is left out" in problems[0]["reason"]
+    assert "no record says why; loading the entry will fail" in problems[0]["reason"]
     with deltastore.open(history.root, progress=False) as store:
-        verified = store.verify(full=True)  # the store stays damaged, and says where
-        assert {(p.checkpoint_id, p.key_path) for p in verified.problems} == {
-            (c, "model/frozen") for c in history.states
-        }
-        assert verified.unlisted_objects == 2  # the entry's other chunks
+        for verified in (store.verify(), store.verify(full=True)):  # still damaged, and says so
+            assert {(p.checkpoint_id, p.key_path) for p in verified.problems} >= {
+                (c, "model/frozen") for c in history.states
+            }
         for checkpoint_id, state in history.states.items():
             paths = [e.key_path for e in store.entries(checkpoint_id)]
-            assert "model/frozen" not in paths and "model/w" in paths
+            assert "model/frozen" in paths and "model/w" in paths  # listed, never silently gone
             assert_same(store.load_tensor(checkpoint_id, "model/w"), state["model"]["w"])
+            with pytest.raises(CorruptObjectError, match="model/frozen"):
+                store.load(checkpoint_id)
+            with pytest.raises(CorruptObjectError, match=chunk_id[:12]):
+                store.load_tensor(checkpoint_id, "model/frozen")
+        store.gc()  # the entry's other chunks are still listed: gc keeps them
+        state = next(iter(history.states.values()))
+        assert_same(store.load_tensor(next(iter(history.states)), "model/w"), state["model"]["w"])
 
 
 def test_an_abandoned_commit_attempt_is_left_out(history: History, before: str) -> None:

@@ -57,6 +57,9 @@ class NewEntry:
     nbytes: int
     digest: str
     chunk_ids: list[str]
+    #: Indices of chunks whose object is lost (found by rebuild): the entry stays listed, so
+    #: a load of it fails naming the chunk, but no row points at an object that is not there.
+    lost: frozenset[int] = frozenset()
 
 
 def metrics_to_json(metrics: dict[str, float | int]) -> dict[str, Any]:
@@ -235,6 +238,7 @@ def insert_checkpoint(
         chunk_rows.extend(
             {"checkpoint_id": info.id, "entry_idx": idx, "chunk_idx": i, "object_id": object_id}
             for i, object_id in enumerate(entry.chunk_ids)
+            if i not in entry.lost
         )
     for table, rows in ((_entries, entry_rows), (_entry_chunks, chunk_rows)):
         for start in range(0, len(rows), _BATCH):

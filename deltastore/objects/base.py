@@ -54,6 +54,15 @@ class ObjectStore(ABC):
     def exists(self, object_id: str) -> bool:
         """True when the object is stored."""
 
+    def adopt(self, object_id: str) -> bool:
+        """:meth:`exists`, for a writer that will name the object in its next commit.
+
+        The object may have been left by a writer that died, or be another's
+        still in flight, so its name may not be durable yet: a backend makes it
+        durable by the next :meth:`flush`, as if this writer had put it.
+        """
+        return self.exists(object_id)
+
     @abstractmethod
     def size(self, object_id: str) -> int:
         """Stored size in bytes; CorruptObjectError if missing."""

@@ -118,6 +118,18 @@ class LocalObjectStore(ObjectStore):
     def exists(self, object_id: str) -> bool:
         return self.path(object_id).exists()
 
+    def adopt(self, object_id: str) -> bool:
+        target = self.path(object_id)
+        if not target.exists():
+            return False
+        self._name_durable(target)
+        return True
+
+    def _name_durable(self, target: Path) -> None:
+        """Have the next flush fsync the folder that holds ``target`` (its name)."""
+        with self._lock:
+            self._dirty.add(target.parent)
+
     def size(self, object_id: str) -> int:
         try:
             return self.path(object_id).stat().st_size
@@ -130,7 +142,8 @@ class LocalObjectStore(ObjectStore):
     def put_parts(self, object_id: str, parts: Sequence[Buffer]) -> int:
         """Write to a temp file now; fsync and rename it on the I/O pool (see :meth:`flush`)."""
         target = self.path(object_id)
-        if target.exists():
+        if target.exists():  # a file under its final name was fsynced before it was linked
+            self._name_durable(target)
             return 0
         unique = f"{target.name[:16]}-{os.getpid()}-{threading.get_ident()}"
         tmp = target.parent / f"{TMP_PREFIX}{unique}"
@@ -187,8 +200,7 @@ class LocalObjectStore(ObjectStore):
             raise StorageError(f"write object {object_id[:16]} to {self.root}", exc) from exc
         finally:
             self._in_flight.release()
-        with self._lock:
-            self._dirty.add(target.parent)
+        self._name_durable(target)
 
     def delete(self, object_id: str) -> None:
         self.path(object_id).unlink(missing_ok=True)
