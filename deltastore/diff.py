@@ -6,12 +6,17 @@ chunk ids, which are BLAKE3s of the raw bytes) mean the same bytes, so a diff
 of two checkpoints that share most of their weights decodes only what
 changed.  Changed entries are decoded in batches of at most ``BATCH_BYTES``
 per side (all their chunks in parallel) and measured by ``array_diff``.
+
+An entry ``thin`` removed from one side (or both) is ``thinned``, not added
+or removed: the catalog no longer lists it, but that side's manifest, which
+is immutable, still does.  Both manifests are read for this (no chunk is).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +37,9 @@ REMOVED = "removed"
 CHANGED_TYPE = "changed_type"
 CHANGED = "changed"
 IDENTICAL = "identical"
+THINNED = "thinned"
+#: Every entry status, in the order of the JSON summary.
+STATUSES = (ADDED, REMOVED, CHANGED_TYPE, CHANGED, IDENTICAL, THINNED)
 
 #: Raw bytes of changed entries decoded at once per side: bounds the diff's memory
 #: to about twice this, whatever the model's size (one larger entry is its own batch).
@@ -42,13 +50,18 @@ ProgressFactory = Callable[[int, str], AbstractContextManager[Progress | None]]
 
 @dataclass(frozen=True)
 class EntryDiff:
-    """One key path in either checkpoint; ``a``/``b`` are None where it is absent."""
+    """One key path in either checkpoint; ``a``/``b`` are None where it is absent.
+
+    A THINNED entry names the sides ``thin`` removed it from in ``thinned_in``
+    ("a", "b" or both); its other side, if it has the entry, is in ``a``/``b``.
+    """
 
     key_path: str
-    status: str  # ADDED, REMOVED, CHANGED_TYPE, CHANGED or IDENTICAL
+    status: str  # one of STATUSES
     a: EntryInfo | None
     b: EntryInfo | None
     stats: ArrayDifference | None = None  # set for CHANGED only
+    thinned_in: tuple[str, ...] = ()
 
     @property
     def relative(self) -> float | None:
@@ -66,6 +79,7 @@ class EntryDiff:
             "a": side(self.a),
             "b": side(self.b),
             "stats": None if self.stats is None else self.stats.to_json(),
+            "thinned_in": list(self.thinned_in),
         }
 
 
@@ -107,7 +121,8 @@ class CheckpointDiff:
     ``entries`` come largest change first: added, removed and retyped entries,
     then changed ones by relative change (NaN first, then inf, then
     descending; integer and bool entries, which have none, by the fraction
-    of elements changed), then identical ones; ties keep checkpoint order.
+    of elements changed), then thinned ones, then identical ones; ties keep
+    checkpoint order.
     """
 
     a: CheckpointInfo
@@ -123,26 +138,42 @@ class CheckpointDiff:
         def side(info: CheckpointInfo) -> dict[str, Any]:
             return {"id": info.id, "step": info.step, "message": info.message}
 
-        statuses = (ADDED, REMOVED, CHANGED_TYPE, CHANGED, IDENTICAL)
         return {
             "a": side(self.a),
             "b": side(self.b),
             "prefix": self.prefix,
-            "summary": {status: self.count(status) for status in statuses},
+            "summary": {status: self.count(status) for status in STATUSES},
             "entries": [e.to_json() for e in self.entries],
             "metrics": [m.to_json() for m in self.metrics],
         }
 
 
 def classify(
-    entries_a: list[EntryInfo], entries_b: list[EntryInfo], prefix: str | None = None
+    entries_a: list[EntryInfo],
+    entries_b: list[EntryInfo],
+    prefix: str | None = None,
+    thinned: tuple[Collection[str], Collection[str]] = ((), ()),
 ) -> list[EntryDiff]:
-    """Match entries by key path and say what happened to each, from catalog facts alone."""
+    """Match entries by key path and say what happened to each, from catalog facts alone.
+
+    ``thinned``: the key paths each side's manifest lists and its catalog rows
+    no longer have (``thin`` removed them); those entries are THINNED, first
+    in the order of a's manifest, then b's.
+    """
     wanted = (lambda path: path.startswith(prefix)) if prefix else (lambda path: True)
+    gone = {
+        path: tuple(side for side, paths in zip("ab", thinned, strict=True) if path in paths)
+        for path in (*thinned[0], *thinned[1])
+        if wanted(path)
+    }
+    by_path_a = {e.key_path: e for e in entries_a}
     by_path_b = {e.key_path: e for e in entries_b if wanted(e.key_path)}
-    result = []
+    result = [
+        EntryDiff(path, THINNED, by_path_a.get(path), by_path_b.pop(path, None), None, sides)
+        for path, sides in gone.items()
+    ]
     for a in entries_a:
-        if not wanted(a.key_path):
+        if not wanted(a.key_path) or a.key_path in gone:
             continue
         b = by_path_b.pop(a.key_path, None)
         if b is None:
@@ -165,8 +196,10 @@ def compare_metrics(a: dict[str, float | int], b: dict[str, float | int]) -> lis
 def _rank(entry: EntryDiff) -> tuple[int, float]:
     if entry.status in (ADDED, REMOVED, CHANGED_TYPE):
         return (0, 0.0)
-    if entry.status == IDENTICAL or entry.stats is None:
+    if entry.status == THINNED:  # nothing to measure, and no news: thin was asked for
         return (4, 0.0)
+    if entry.status == IDENTICAL or entry.stats is None:
+        return (5, 0.0)
     relative = entry.stats.relative
     if relative is None:
         return (3, -entry.stats.changed_fraction)
@@ -209,27 +242,22 @@ class CheckpointComparer:
                 infos.append(info)
                 entries.append(queries.entries_of(conn, checkpoint_id))
         a, b = infos
-        classified = classify(entries[0], entries[1], prefix)
-        stats = self._measure(a.id, b.id, [e for e in classified if e.status == CHANGED])
+        # The manifests tell the thinned entries, and what the changed ones decode from.
+        sides = [_Side.read(self.reader, info.id) for info in infos]
+        thinned = (sides[0].missing_from(entries[0]), sides[1].missing_from(entries[1]))
+        classified = classify(entries[0], entries[1], prefix, thinned)
+        stats = self._measure(sides, [e for e in classified if e.status == CHANGED])
         measured = [
-            EntryDiff(e.key_path, e.status, e.a, e.b, stats[e.key_path])
-            if e.key_path in stats
-            else e
+            dataclasses.replace(e, stats=stats[e.key_path]) if e.key_path in stats else e
             for e in classified
         ]
         measured.sort(key=_rank)
         return CheckpointDiff(a, b, prefix, measured, compare_metrics(a.metrics, b.metrics))
 
-    def _measure(
-        self, id_a: str, id_b: str, changed: list[EntryDiff]
-    ) -> dict[str, ArrayDifference]:
+    def _measure(self, sides: list[_Side], changed: list[EntryDiff]) -> dict[str, ArrayDifference]:
         """Decode the changed entries of both sides, batch by batch, and compare them."""
         if not changed:
             return {}
-        sides = []
-        for checkpoint_id in (id_a, id_b):
-            m = read_manifest(self.reader.objects, checkpoint_id)
-            sides.append(_Side(checkpoint_id, m, {e.key_path: e for e in m.entries}))
         total = 2 * sum(e.a.nbytes for e in changed if e.a)  # a changed entry keeps its size
         result: dict[str, ArrayDifference] = {}
         with self.progress(total, "diff") as progress:
@@ -266,6 +294,16 @@ class _Side:
     id: str
     manifest: Manifest
     by_path: dict[str, ManifestEntry]
+
+    @classmethod
+    def read(cls, reader: CheckpointReader, checkpoint_id: str) -> _Side:
+        m = read_manifest(reader.objects, checkpoint_id)
+        return cls(checkpoint_id, m, {e.key_path: e for e in m.entries})
+
+    def missing_from(self, listed: list[EntryInfo]) -> list[str]:
+        """The manifest's key paths the catalog no longer lists (thinned), in manifest order."""
+        present = {e.key_path for e in listed}
+        return [e.key_path for e in self.manifest.entries if e.key_path not in present]
 
     def entry(self, key_path: str) -> ManifestEntry:
         found = self.by_path.get(key_path)

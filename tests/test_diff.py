@@ -15,7 +15,15 @@ import torch
 import deltastore
 from deltastore import array_diff, codecs, diff
 from deltastore.cli.main import STORE_ENV, main
-from deltastore.diff import ADDED, CHANGED, CHANGED_TYPE, IDENTICAL, REMOVED, CheckpointDiff
+from deltastore.diff import (
+    ADDED,
+    CHANGED,
+    CHANGED_TYPE,
+    IDENTICAL,
+    REMOVED,
+    THINNED,
+    CheckpointDiff,
+)
 from deltastore.errors import RefNotFoundError
 from deltastore.load import CheckpointReader
 
@@ -311,7 +319,69 @@ def test_statuses_added_removed_changed_type_identical_changed(
     assert (retyped.a.shape, retyped.b.shape) == ((4,), (2, 2))
     assert all(e.stats is None for e in result.entries if e.status != CHANGED)
     summary = result.to_json()["summary"]
-    assert summary == {ADDED: 1, REMOVED: 1, CHANGED_TYPE: 2, CHANGED: 1, IDENTICAL: 1}
+    assert summary == {
+        ADDED: 1,
+        REMOVED: 1,
+        CHANGED_TYPE: 2,
+        CHANGED: 1,
+        IDENTICAL: 1,
+        THINNED: 0,
+    }
+
+
+def thinned_history(store: deltastore.Store) -> None:
+    """Three saves of weights and optimizer state; `thin 'optim/*' --keep-newest 1` then
+    leaves the optimizer state in main only."""
+    for step in (1, 2, 3):
+        w = trained_like((8, 8), step)
+        store.save({"model": {"w": w}, "optim": {"m": w * 0.1, "n": w * 0.2}}, step=step)
+    assert len(store.thin("optim/*", keep_newest=1).checkpoints) == 2
+
+
+def test_entries_thinned_from_a_side_are_thinned_not_added_or_removed(
+    small_store: deltastore.Store,
+) -> None:
+    """Bug: after `deltastore thin`, diff reported the optimizer state thinned out of the
+    older checkpoint as `added` (and, the other way round, `removed`), as if the training
+    had grown an optimizer.  The older manifest still lists those entries; the catalog no
+    longer does: they are `thinned`, and nothing is decoded for them."""
+    thinned_history(small_store)
+    forward = small_store.diff("main~1", "main")
+    assert [(e.key_path, e.status, e.thinned_in) for e in forward.entries] == [
+        ("model/w", CHANGED, ()),
+        ("optim/m", THINNED, ("a",)),
+        ("optim/n", THINNED, ("a",)),
+    ]
+    m = entry(forward, "optim/m")
+    assert m.a is None and m.b is not None and (m.b.dtype, m.b.shape) == ("float32", (8, 8))
+    assert m.stats is None
+    backward = small_store.diff("main", "main~1").to_json()
+    assert backward["summary"][THINNED] == 2 and backward["summary"][REMOVED] == 0
+    assert [(e["key_path"], e["thinned_in"]) for e in backward["entries"][1:]] == [
+        ("optim/m", ["b"]),
+        ("optim/n", ["b"]),
+    ]
+    assert backward["entries"][1]["a"] == {"dtype": "float32", "shape": [8, 8], "nbytes": 256}
+    assert backward["entries"][1]["b"] is None
+    both = small_store.diff("main~2", "main~1")
+    assert [(e.key_path, e.status, e.thinned_in, e.a, e.b) for e in both.entries[1:]] == [
+        ("optim/m", THINNED, ("a", "b"), None, None),
+        ("optim/n", THINNED, ("a", "b"), None, None),
+    ]
+    assert [e.key_path for e in small_store.diff("main~1", "main", prefix="model/").entries] == [
+        "model/w"
+    ]
+
+
+def test_an_entry_thinned_from_a_and_dropped_from_b_is_thinned(
+    small_store: deltastore.Store,
+) -> None:
+    """thin wins over removed: the older side's data is gone either way."""
+    small_store.save({"w": torch.ones(2), "optim": {"m": torch.ones(2)}}, step=1)
+    small_store.save({"w": torch.zeros(2)}, step=2)
+    small_store.thin("optim/*", keep_newest=1)
+    (thinned,) = [e for e in small_store.diff("main~1", "main").entries if e.key_path != "w"]
+    assert (thinned.key_path, thinned.status, thinned.thinned_in) == ("optim/m", THINNED, ("a",))
 
 
 def test_identical_entries_are_found_without_decoding(
@@ -499,7 +569,14 @@ def test_cli_diff_json_is_the_api_result(
     data = json.loads(cli(capsys, cli_store, "diff", "main~1", "main", "--json"))
     with deltastore.open(cli_store) as store:
         assert data == store.diff("main~1", "main").to_json()
-    assert data["summary"] == {ADDED: 1, REMOVED: 1, CHANGED_TYPE: 0, CHANGED: 3, IDENTICAL: 1}
+    assert data["summary"] == {
+        ADDED: 1,
+        REMOVED: 1,
+        CHANGED_TYPE: 0,
+        CHANGED: 3,
+        IDENTICAL: 1,
+        THINNED: 0,
+    }
     w = next(e for e in data["entries"] if e["key_path"] == "model/w")
     assert w["stats"]["changed_elements"] == 11  # 0 * 2 == 0
     assert w["stats"]["max_abs"] == 11.0 and w["stats"]["relative"] == pytest.approx(1.0)
@@ -538,6 +615,27 @@ def test_cli_diff_table_is_sorted_and_summarises_identical_entries(
         ["metric", "a", "b", "Δ"],
         ["loss", "2", "1.5", "-0.5"],
         ["lr", "0.1", "0.1", "+0"],
+    ]
+
+
+def test_cli_diff_table_names_the_side_an_entry_was_thinned_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=CHUNK, progress=False) as store:
+        thinned_history(store)
+    rows = [
+        line.split()[:5]
+        for line in cli(capsys, tmp_path / "s", "diff", "main~1", "main").splitlines()
+        if line.startswith("thinned")
+    ]
+    assert rows == [
+        ["thinned", "(a)", "optim/m", "float32", "(8,"],
+        ["thinned", "(a)", "optim/n", "float32", "(8,"],
+    ]
+    both = cli(capsys, tmp_path / "s", "diff", "main~2", "main~1").splitlines()
+    assert [line.split() for line in both if line.startswith("thinned")] == [
+        ["thinned", "(a,", "b)", "optim/m"],
+        ["thinned", "(a,", "b)", "optim/n"],
     ]
 
 

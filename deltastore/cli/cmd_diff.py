@@ -1,8 +1,9 @@
 """deltastore diff A B: how checkpoint B differs from A, entry by entry, and its metrics.
 
 The table puts the largest changes first (added, removed and retyped entries,
-then by relative change ‖b-a‖/‖a‖); identical entries, found from the catalog
-without decoding, take one line unless ``--all``.
+then by relative change ‖b-a‖/‖a‖), then entries ``thin`` removed from a side
+(``thinned (a)``); identical entries, found from the catalog without
+decoding, take one line unless ``--all``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from typing import Any
 
 from deltastore.cli.common import add_json_flag, human_bytes, open_store, print_json, print_table
-from deltastore.diff import IDENTICAL, CheckpointDiff, EntryDiff, MetricDelta
+from deltastore.diff import IDENTICAL, THINNED, CheckpointDiff, EntryDiff, MetricDelta
 from deltastore.info import CheckpointInfo, EntryInfo
 
 
@@ -70,7 +71,7 @@ def _print_entries(result: CheckpointDiff, *, show_identical: bool) -> None:
 def _entry_row(entry: EntryDiff) -> list[str]:
     stats = entry.stats
     cells = [
-        entry.status,
+        f"{THINNED} ({', '.join(entry.thinned_in)})" if entry.status == THINNED else entry.status,
         entry.key_path,
         _either(entry, lambda e: e.dtype),
         _either(entry, lambda e: "(" + ", ".join(map(str, e.shape)) + ")"),
@@ -87,7 +88,7 @@ def _entry_row(entry: EntryDiff) -> list[str]:
 
 
 def _either(entry: EntryDiff, show: Any) -> str:
-    """One side's value, or ``a -> b`` where the two differ."""
+    """One side's value, or ``a -> b`` where the two differ (blank: thinned from both)."""
     values = [show(e) for e in (entry.a, entry.b) if isinstance(e, EntryInfo)]
     return values[0] if len(set(values)) == 1 else " -> ".join(values)
 
