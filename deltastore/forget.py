@@ -36,6 +36,8 @@ from deltastore.catalog.engine import read_transaction, write_transaction
 from deltastore.gc import find_garbage
 from deltastore.history import History, read_history
 from deltastore.info import CheckpointInfo
+from deltastore.progress import Progress, ProgressFactory
+from deltastore.progress import maybe as progress_bar
 from deltastore.retention import Candidate, KeepPolicy, select
 
 #: Why a checkpoint outside the branches asked for stays.
@@ -125,12 +127,14 @@ def forget(
     policy: KeepPolicy,
     branches: Sequence[str] | None,
     write_record: WriteRecord | None,
+    progress: ProgressFactory | None = None,
 ) -> ForgetReport:
     """Forget what ``policy`` does not keep; with ``write_record`` None, only say what.
 
     The caller holds the store's writer lock (``layout.writing``) when it
     passes ``write_record``: the records are objects the catalog does not
-    list until the commit, which gc must not sweep meanwhile.
+    list until the commit, which gc must not sweep meanwhile.  ``progress``
+    opens a bar over the checkpoints whose catalog rows are deleted.
     """
     if write_record is None:
         with read_transaction(engine) as conn:
@@ -140,13 +144,16 @@ def forget(
     with write_transaction(engine) as conn:
         chosen = plan(read_history(conn), policy, branches)
         if chosen.forgotten:
-            _apply(conn, chosen, write_record)
+            with progress_bar(progress, len(chosen.forgotten), "forget") as advance:
+                _apply(conn, chosen, write_record, advance)
     with read_transaction(engine) as conn:
         garbage = find_garbage(conn, None)
     return _report(chosen, garbage.object_count, garbage.freed_bytes, dry_run=False)
 
 
-def _apply(conn: Connection, chosen: ForgetPlan, write_record: WriteRecord) -> None:
+def _apply(
+    conn: Connection, chosen: ForgetPlan, write_record: WriteRecord, progress: Progress | None
+) -> None:
     now_us = time.time_ns() // 1000
     written = [
         write_record(journal.ForgetRecord(now_us, {c.id: c.parent for c in chosen.forgotten}))
@@ -158,7 +165,7 @@ def _apply(conn: Connection, chosen: ForgetPlan, write_record: WriteRecord) -> N
     for name in chosen.deleted_tags:
         queries.delete_ref(conn, name)
     queries.reparent(conn, chosen.reparented)
-    queries.remove_checkpoints(conn, [c.id for c in chosen.forgotten])
+    queries.remove_checkpoints(conn, [c.id for c in chosen.forgotten], progress)
     queries.insert_records(conn, written, now_us)
 
 

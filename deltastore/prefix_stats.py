@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from deltastore.catalog import audit
+from deltastore.progress import Batched, ProgressFactory
+from deltastore.progress import maybe as progress_bar
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,18 @@ def key_prefix(key_path: str, depth: int) -> str:
     return "/".join(key_path.split("/")[:depth])
 
 
-def by_prefix(conn: Connection, depth: int, checkpoint_id: str | None = None) -> PrefixReport:
+def by_prefix(
+    conn: Connection,
+    depth: int,
+    checkpoint_id: str | None = None,
+    progress: ProgressFactory | None = None,
+) -> PrefixReport:
     """Logical and stored bytes per key prefix of ``depth`` components.
 
     With ``checkpoint_id``, only that checkpoint's entries count, and stored
     bytes are those of the objects it names (each once), whatever saved them.
+    ``progress`` opens a bar over the chunk list items read: one per chunk of
+    every entry of every checkpoint, millions in a long run.
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1, not {depth}")
@@ -93,13 +102,18 @@ def by_prefix(conn: Connection, depth: int, checkpoint_id: str | None = None) ->
     stored: dict[str, int] = {}
     counts: dict[str, int] = {}
     seen: set[str] = set()
-    for object_id, key_path in audit.chunk_references(conn, checkpoint_id):
-        if object_id in seen:
-            continue
-        seen.add(object_id)
-        prefix = key_prefix(key_path, depth)
-        stored[prefix] = stored.get(prefix, 0) + sizes.get(object_id, 0)
-        counts[prefix] = counts.get(prefix, 0) + 1
+    total = 0 if progress is None else audit.chunk_reference_count(conn, checkpoint_id)
+    with progress_bar(progress, total, "stats") as advance:
+        read = Batched(advance)
+        for object_id, key_path in audit.chunk_references(conn, checkpoint_id):
+            read.add()
+            if object_id in seen:
+                continue
+            seen.add(object_id)
+            prefix = key_prefix(key_path, depth)
+            stored[prefix] = stored.get(prefix, 0) + sizes.get(object_id, 0)
+            counts[prefix] = counts.get(prefix, 0) + 1
+        read.flush()
     prefixes = sorted(
         (
             PrefixStats(p, logical.get(p, 0), stored.get(p, 0), counts.get(p, 0))

@@ -7,20 +7,19 @@ the thread pool that runs chunk work on every core.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DatabaseError
-from tqdm import tqdm
 
 from deltastore import codecs, journal, layout, refs, tree
 from deltastore.catalog import migrate, queries
@@ -43,6 +42,8 @@ from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.load import CheckpointReader, Progress
 from deltastore.objects import LocalObjectStore, ObjectStore
 from deltastore.prefix_stats import PrefixReport, by_prefix
+from deltastore.progress import BYTES, CHECKPOINTS, CHUNKS, OBJECTS, ProgressFactory
+from deltastore.progress import bar as progress_bar
 from deltastore.refs import DEFAULT_BRANCH
 from deltastore.retention import KeepPolicy
 from deltastore.save import CheckpointWriter, validate_inputs
@@ -50,10 +51,9 @@ from deltastore.thin import ThinReport
 from deltastore.thin import thin as thin_entries
 from deltastore.verify import Verifier, VerifyReport
 
-#: Below this many bytes a progress bar would only flicker.
-PROGRESS_MIN_BYTES = 256 << 20
-#: ... and below this many objects (gc's sweep).
-PROGRESS_MIN_OBJECTS = 10_000
+#: gc's sweep shows a bar from the first object: a default bar draws only once the work has
+#: lasted a second (deltastore.progress), which a size threshold guessed wrong.
+PROGRESS_MIN_OBJECTS = 1
 
 
 def open(
@@ -210,19 +210,15 @@ class Store:
     def __repr__(self) -> str:
         return f"<deltastore.Store {str(self.root)!r}>"
 
-    @contextmanager
     def _progress(
-        self, total: int, desc: str, unit: str = "B", min_total: int = PROGRESS_MIN_BYTES
-    ) -> Iterator[Progress | None]:
-        show = self.progress
-        if show is None:
-            show = total >= min_total and sys.stderr.isatty()
-        if not show:
-            yield None
-            return
-        scale = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
-        with tqdm(total=total, desc=desc, unit=unit, **scale) as bar:
-            yield bar.update
+        self, total: int, desc: str, unit: str = BYTES, min_total: int = 0
+    ) -> AbstractContextManager[Progress | None]:
+        """A bar as :mod:`deltastore.progress` draws them, as ``self.progress`` says."""
+        return progress_bar(total, desc, show=self.progress, unit=unit, min_total=min_total)
+
+    def _counting(self, unit: str) -> ProgressFactory:
+        """Bars that count ``unit`` (objects, checkpoints) instead of bytes."""
+        return functools.partial(self._progress, unit=unit)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -448,7 +444,9 @@ class Store:
         and every manifest compared with its checkpoint's catalog rows.
         Problems are reported, not raised: see ``VerifyReport.problems``.
         """
-        return Verifier(self.engine, self.objects, self._pool, self._progress).run(full=full)
+        return Verifier(
+            self.engine, self.objects, self._pool, self._progress, self._counting(OBJECTS)
+        ).run(full=full)
 
     def stats_by_prefix(self, depth: int = 1, ref: str | None = None) -> PrefixReport:
         """Logical and stored bytes per key prefix of ``depth`` components, from the catalog.
@@ -458,7 +456,7 @@ class Store:
         """
         checkpoint_id = None if ref is None else self.resolve(ref)
         with read_transaction(self.engine) as conn:
-            return by_prefix(conn, depth, checkpoint_id)
+            return by_prefix(conn, depth, checkpoint_id, self._counting(CHUNKS))
 
     def read_chunk(self, object_id: str) -> bytes:
         """A chunk object's raw bytes, its delta chain resolved, verified against its id."""
@@ -532,7 +530,9 @@ class Store:
             return forget_checkpoints(self.engine, policy, branches, None)
         self._upgrade_format()
         with layout.writing(self.root):
-            return forget_checkpoints(self.engine, policy, branches, self._journal)
+            return forget_checkpoints(
+                self.engine, policy, branches, self._journal, self._counting(CHECKPOINTS)
+            )
 
     def thin(
         self,
@@ -555,7 +555,14 @@ class Store:
             return thin_entries(self.engine, pattern, keep_newest, branches, None)
         self._upgrade_format()
         with layout.writing(self.root):
-            return thin_entries(self.engine, pattern, keep_newest, branches, self._journal)
+            return thin_entries(
+                self.engine,
+                pattern,
+                keep_newest,
+                branches,
+                self._journal,
+                self._counting(CHECKPOINTS),
+            )
 
     def gc(self, *, dry_run: bool = False) -> GcReport:
         """Delete every object no checkpoint in the catalog needs (mark and sweep).

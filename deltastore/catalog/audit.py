@@ -237,6 +237,14 @@ def chunk_references(
         yield r.object_id, r.key_path
 
 
+def chunk_reference_count(conn: Connection, checkpoint_id: str | None = None) -> int:
+    """How many items :func:`chunk_references` yields (a progress bar's total)."""
+    query = select(func.count()).select_from(_entry_chunks)
+    if checkpoint_id is not None:
+        query = query.where(_entry_chunks.c.checkpoint_id == checkpoint_id)
+    return int(conn.execute(query).scalar_one())
+
+
 def stored_sizes(conn: Connection) -> dict[str, int]:
     """Stored bytes of every object."""
     rows = conn.execute(select(_objects.c.id, _objects.c.stored_bytes))

@@ -9,7 +9,7 @@ dialect-specific insert-or-ignore below.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -454,11 +454,14 @@ def reparent(conn: Connection, parents: Mapping[str, str | None]) -> None:
         )
 
 
-def remove_checkpoints(conn: Connection, ids: Collection[str]) -> None:
+def remove_checkpoints(
+    conn: Connection, ids: Collection[str], progress: Callable[[int], None] | None = None
+) -> None:
     """Delete checkpoints with their entries and chunk lists (not their objects: gc does).
 
     No kept checkpoint and no ref may point at them any more (re-parent and
     delete refs first): the foreign keys are checked statement by statement.
+    ``progress`` is told of each batch of checkpoints deleted.
     """
     wanted = list(ids)
     batches = [wanted[start : start + _BATCH] for start in range(0, len(wanted), _BATCH)]
@@ -470,6 +473,8 @@ def remove_checkpoints(conn: Connection, ids: Collection[str]) -> None:
         conn.execute(delete(_entry_chunks).where(_entry_chunks.c.checkpoint_id.in_(batch)))
         conn.execute(delete(_entries).where(_entries.c.checkpoint_id.in_(batch)))
         conn.execute(delete(_checkpoints).where(_checkpoints.c.id.in_(batch)))
+        if progress:
+            progress(len(batch))
 
 
 def remove_objects(conn: Connection, ids: Collection[str]) -> None:
