@@ -105,6 +105,36 @@ def test_tag_delete_removes_the_tag_but_not_the_checkpoint(
     assert message == "no checkpoint 'v1': no tag of that name"
 
 
+def test_tag_and_branch_json_print_the_change_as_json(
+    history: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bug: `tag NAME --json` and `branch NAME --json` took the flag and printed text."""
+    root, ids = history
+    assert json.loads(run_ok(capsys, root, "tag", "v1", "main~2", "--json")) == {
+        "name": "v1",
+        "kind": "tag",
+        "id": ids[0],
+        "previous": None,
+    }
+    moved = json.loads(run_ok(capsys, root, "tag", "v1", "main", "--force", "--json"))
+    assert (moved["id"], moved["previous"]) == (ids[2], ids[0])
+    assert json.loads(run_ok(capsys, root, "branch", "exp", "main~1", "--json")) == {
+        "name": "exp",
+        "kind": "branch",
+        "id": ids[1],
+        "previous": None,
+    }
+    assert json.loads(run_ok(capsys, root, "branch", "--delete", "exp", "--json")) == {
+        "name": "exp",
+        "kind": "branch",
+        "id": None,
+        "previous": ids[1],
+    }
+    deleted = json.loads(run_ok(capsys, root, "tag", "-d", "v1", "--json"))
+    assert (deleted["id"], deleted["previous"]) == (None, ids[2])
+    assert refs_of(root) == {"main": ("branch", ids[2])}
+
+
 REFUSED: dict[str, tuple[list[str], type[Exception], str]] = {
     # a slip of the verb must not delete the main branch
     "tag --delete of a branch": (

@@ -3,7 +3,10 @@
 ``tag`` and ``branch`` are one verb with two kinds of name (git's are too):
 ``deltastore tag NAME [REF] [--force]`` sets, ``--delete NAME`` removes and a
 bare ``deltastore tag`` lists.  Deleting checks the kind, so ``tag --delete
-main`` cannot remove the main branch by a slip of the verb.
+main`` cannot remove the main branch by a slip of the verb.  With ``--json``
+setting and deleting print ``{"name", "kind", "id", "previous"}``: ``id``
+where the name points now (None once deleted), ``previous`` where it pointed
+before (None for a new name).
 """
 
 from __future__ import annotations
@@ -81,11 +84,14 @@ def run_ref_verb(args: argparse.Namespace) -> int:
     kind: str = args.kind
     with open_store(args) as store:
         if args.delete is not None:
-            return _delete(store, kind, args.delete)
+            return _delete(store, kind, args.delete, as_json=args.json)
         before = store.refs().get(args.name)
         setter = store.tag if kind == "tag" else store.branch
         checkpoint_id = setter(args.name, args.ref, force=args.force)
         info = store.info(checkpoint_id)
+    if args.json:
+        print_json(_changed(args.name, kind, checkpoint_id, before))
+        return 0
     step = "" if info.step is None else f" (step {info.step})"
     if before is None:
         print(f"{kind} {args.name!r} -> {checkpoint_id[:12]}{step}")
@@ -96,12 +102,27 @@ def run_ref_verb(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delete(store: deltastore.Store, kind: str, name: str) -> int:
+def _delete(store: deltastore.Store, kind: str, name: str, *, as_json: bool) -> int:
     existing = store.refs().get(name)
     if existing is None:
         raise RefNotFoundError(name, f"no {kind} of that name")
     if existing[0] != kind:
         raise RefNotFoundError(name, f"no {kind} of that name ({name!r} is a {existing[0]})")
     store.delete_ref(name)
-    print(f"deleted {kind} {name!r} (was {existing[1][:12]})")
+    if as_json:
+        print_json(_changed(name, kind, None, existing))
+    else:
+        print(f"deleted {kind} {name!r} (was {existing[1][:12]})")
     return 0
+
+
+def _changed(
+    name: str, kind: str, checkpoint_id: str | None, before: tuple[str, str] | None
+) -> dict[str, Any]:
+    """What ``--json`` prints of a ref set or deleted."""
+    return {
+        "name": name,
+        "kind": kind,
+        "id": checkpoint_id,
+        "previous": None if before is None else before[1],
+    }
