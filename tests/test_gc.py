@@ -475,7 +475,39 @@ def test_cli_forget_thin_and_gc(store_path: Path, capsys: pytest.CaptureFixture[
     assert out.splitlines()[0] == "forgot 1 checkpoint(s), keeping 1:"
     assert out.splitlines()[-1].startswith("gc: deleted")
     code, out, _ = _run(capsys, "--store", root, "forget", "--keep-last", "1")
-    assert out == "nothing to forget; keeping 1 checkpoint(s)\n"
+    assert out.splitlines() == [
+        "nothing to forget; keeping 1 checkpoint(s):",
+        "id            step  branch  kept by              message",
+        f"{ids[4][:12]}    40  main    branch head, last 1",
+    ]
+
+
+def test_cli_forget_says_why_each_kept_checkpoint_stays(
+    store_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bug: the text report listed what went and only counted what stayed; the reasons were
+    in --json alone."""
+    with small_store(store_path) as store:
+        ids = [
+            store.save(training_state(n), f"save {n}", step=10 * n, metrics={"loss": 5.0 - n % 3})
+            for n in range(5)
+        ]
+        store.tag("v0", ids[0])
+    code, out, _ = _run(
+        capsys,
+        *("--store", str(store_path), "forget", "--keep-last", "1", "--keep-every", "40"),
+        *("--keep-best", "loss:min:1", "--keep-tagged", "--dry-run"),
+    )
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "would forget 2 checkpoint(s), keeping 3:"
+    kept = lines[lines.index("would keep:") + 1 : -1]
+    assert kept[0].split() == ["id", "step", "branch", "kept", "by", "message"]
+    assert kept[1:] == [
+        f"{ids[4][:12]}    40  main    branch head, last 1, every 40 steps  save 4",
+        f"{ids[2][:12]}    20  main    best 1 by loss (min)                 save 2",
+        f"{ids[0][:12]}     0  main    every 40 steps, tagged               save 0",
+    ]
+    assert lines[-1].startswith("a gc would then free ")
 
 
 def test_cli_forget_refuses_to_run_without_a_rule(

@@ -2,6 +2,8 @@
 
 The rules are restic's: each applies per branch, newest first, and a
 checkpoint stays if any rule on any branch keeps it; branch heads always stay.
+The text report lists what goes, then each checkpoint that stays and why
+(the rules that keep it), as ``--json``'s ``kept`` does.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Literal
 
+from deltastore import retention
 from deltastore.cli.cmd_gc import describe as describe_gc
 from deltastore.cli.common import (
     add_json_flag,
@@ -20,6 +23,7 @@ from deltastore.cli.common import (
 )
 from deltastore.errors import DeltastoreError
 from deltastore.forget import ForgetReport
+from deltastore.info import CheckpointInfo
 from deltastore.retention import KeepPolicy, parse_best
 
 
@@ -98,35 +102,68 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         report = store.forget(policy, branches=args.branches, dry_run=args.dry_run)
         collected = store.gc() if args.prune and not args.dry_run else None
+        checkpoints = {} if args.json else {c.id: c for c in store.stats().checkpoints}
     if args.json:
         data = report.to_json()
         data["gc"] = None if collected is None else collected.to_json()
         print_json(data)
         return 0
-    _print(report)
+    _print(report, policy, checkpoints)
     if collected is not None:
         print(describe_gc(collected))
     return 0
 
 
-def _print(report: ForgetReport) -> None:
+def _print(
+    report: ForgetReport, policy: KeepPolicy, checkpoints: dict[str, CheckpointInfo]
+) -> None:
+    """What goes, then each checkpoint that stays (newest first) and the rules that keep it."""
     verb = "would forget" if report.dry_run else "forgot"
-    if not report.forgotten:
-        print(f"nothing to forget; keeping {len(report.kept)} checkpoint(s)")
-        return
-    print(f"{verb} {len(report.forgotten)} checkpoint(s), keeping {len(report.kept)}:")
+    if report.forgotten:
+        print(f"{verb} {len(report.forgotten)} checkpoint(s), keeping {len(report.kept)}:")
+        rows = [
+            [
+                c.short_id,
+                "" if c.step is None else str(c.step),
+                c.branch or "",
+                human_bytes(c.logical_bytes),
+                c.message,
+            ]
+            for c in report.forgotten
+        ]
+        print_table(["id", "step", "branch", "logical", "message"], rows, {1, 3})
+        if report.deleted_tags:
+            tags = ", ".join(report.deleted_tags)
+            print(f"{'would delete' if report.dry_run else 'deleted'} tag(s): {tags}")
+        print(f"{'would keep' if report.dry_run else 'kept'}:")
+    else:
+        print(f"nothing to forget; keeping {len(report.kept)} checkpoint(s):")
+    kept = [c for cid, c in checkpoints.items() if cid in report.kept]  # newest first
     rows = [
         [
             c.short_id,
             "" if c.step is None else str(c.step),
             c.branch or "",
-            human_bytes(c.logical_bytes),
+            ", ".join(_why(reason, policy) for reason in report.kept[c.id]),
             c.message,
         ]
-        for c in report.forgotten
+        for c in kept
     ]
-    print_table(["id", "step", "branch", "logical", "message"], rows, {1, 3})
-    if report.deleted_tags:
-        tags = ", ".join(report.deleted_tags)
-        print(f"{'would delete' if report.dry_run else 'deleted'} tag(s): {tags}")
-    print_gc_forecast(report.freed_objects, report.freed_bytes)
+    print_table(["id", "step", "branch", "kept by", "message"], rows, {1})
+    if report.forgotten:
+        print_gc_forecast(report.freed_objects, report.freed_bytes)
+
+
+def _why(reason: str, policy: KeepPolicy) -> str:
+    """A reason of the report in words: the rule, with its parameter."""
+    if reason == retention.NEWEST:
+        return "branch head"
+    if reason == retention.LAST:
+        return f"last {policy.last}"
+    if reason == retention.EVERY:
+        return f"every {policy.every_n_steps} steps"
+    if reason == retention.BEST:
+        return f"best {policy.best} by {policy.monitor} ({policy.mode})"
+    if reason == retention.ALL:
+        return "no rule"
+    return reason  # "tagged", "other branch"
