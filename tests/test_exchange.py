@@ -31,7 +31,9 @@ from deltastore.errors import (
     ImportSourceError,
     RefNotFoundError,
 )
+from deltastore.exchange.atomic import atomic_file
 from deltastore.exchange.sources import natural_key, step_from_name
+from deltastore.load import CheckpointReader
 from tests.conftest import assert_same, tensor_bits, trained_like
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -254,6 +256,41 @@ def test_an_export_failing_midway_keeps_the_old_file_and_leaves_no_temp(
             store.export("main", tmp_path / name)
     assert out.read_bytes() == b"the previous export"
     assert files_in(tmp_path) == ["out.safetensors", "store"]
+
+
+def test_an_export_into_a_missing_folder_names_the_target_before_decoding(
+    store: deltastore.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug: the error named the temp file (`[Errno 2] No such file or directory:
+    '.../.w.pt.3f2a9c01b7de.tmp'`), exit 1, and a torch export had decoded the whole
+    checkpoint before it found out."""
+    store.save({"w": torch.ones(2)})
+    (tmp_path / "a-file").write_text("x")
+
+    def no_decoding(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("export decoded a chunk")
+
+    monkeypatch.setattr(CheckpointReader, "restore_entries", no_decoding)
+    for folder, what in (
+        (tmp_path / "gone" / "deeper", "does not exist"),
+        (tmp_path / "a-file", "is not a folder"),
+    ):
+        for name in ("w.pt", "w.safetensors"):
+            with pytest.raises(ExportError) as raised:
+                store.export("main", folder / name)
+            assert str(raised.value) == (
+                f"cannot export to {str(folder / name)!r}: the folder {str(folder)!r} {what}"
+            )
+    assert files_in(tmp_path) == ["a-file", "store"]
+
+
+def test_a_file_that_cannot_be_created_is_named_not_its_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "a-file" / "w.pt"
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(NotADirectoryError) as raised, atomic_file(target):
+        pass
+    assert raised.value.filename == str(target)
+    assert str(raised.value).endswith(f": {str(target)!r}")
 
 
 # -- export: torch.save -------------------------------------------------------------------------
@@ -677,6 +714,13 @@ def test_cli_errors_are_one_line_with_their_exit_code(
     assert main(["--store", str(root), "export", "main", str(tmp_path / "z.safetensors")]) == 21
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["--store", str(root), "export", "nope", str(tmp_path / "z.pt")]) == 6
+    capsys.readouterr()
+    missing = tmp_path / "no" / "z.pt"
+    assert main(["--store", str(root), "export", "main", str(missing)]) == 21
+    assert capsys.readouterr().err == (
+        f"deltastore: error: cannot export to {str(missing)!r}: the folder "
+        f"{str(missing.parent)!r} does not exist\n"
+    )
     assert not (tmp_path / "z.pt").exists() and not (tmp_path / "z.safetensors").exists()
 
 

@@ -23,7 +23,10 @@ def atomic_file(target: Path) -> Iterator[BinaryIO]:
     tmp = folder / f".{target.name}.{secrets.token_hex(6)}.tmp"
     # os.open with 0o666 lets the umask decide the mode, as for any file a user writes
     # (tempfile.mkstemp would make it 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:  # name the file asked for, not the temp file nobody asked for
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

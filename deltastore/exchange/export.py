@@ -103,6 +103,7 @@ def export_checkpoint(
     target = Path(path)
     chosen = choose_format(target, format)
     key_prefix = normalize_prefix(prefix)
+    _check_folder(target)
     m = read_manifest(reader.objects, checkpoint_id)
     if present is not None:
         m = without_thinned(m, present)
@@ -112,6 +113,18 @@ def export_checkpoint(
     else:
         _write_torch(job)
     return target
+
+
+def _check_folder(target: Path) -> None:
+    """ExportError naming the target when its folder is missing, before anything is decoded.
+
+    Found only at the temp file's creation, the error named that file
+    (``.model.pt.3f2a....tmp``), and a torch export had decoded the whole tree first.
+    """
+    folder = target.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ExportError(str(target), f"the folder {str(folder)!r} {what}")
 
 
 @dataclass(frozen=True)
