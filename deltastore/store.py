@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -346,7 +346,10 @@ class Store:
         """
         checkpoint_id = self.resolve(ref)
         info, present = self._present(ref, checkpoint_id)
-        with self._progress(info.logical_bytes, "load") as progress:
+        with (
+            self._collected_meanwhile(ref, checkpoint_id),
+            self._progress(info.logical_bytes, "load") as progress,
+        ):
             return self._reader.load(checkpoint_id, progress, present)
 
     def load_tensor(self, ref: str, key_path: str) -> Any:
@@ -357,7 +360,26 @@ class Store:
         """
         checkpoint_id = self.resolve(ref)
         _, present = self._present(ref, checkpoint_id)
-        return self._reader.load_entry(checkpoint_id, key_path, present)
+        with self._collected_meanwhile(ref, checkpoint_id):
+            return self._reader.load_entry(checkpoint_id, key_path, present)
+
+    @contextmanager
+    def _collected_meanwhile(self, ref: str, checkpoint_id: str) -> Iterator[None]:
+        """Tell a checkpoint that forget+gc removed while it was read from a damaged one.
+
+        Loads take no lock (gc.py): an object gone mid-read is corruption only if
+        the catalog still lists the checkpoint.
+        """
+        try:
+            yield
+        except CorruptObjectError:
+            with read_transaction(self.engine) as conn:
+                gone = queries.get_checkpoint(conn, checkpoint_id) is None
+            if gone:
+                raise RefNotFoundError(
+                    ref, "the checkpoint was forgotten and collected while it was read"
+                ) from None
+            raise
 
     def _present(self, ref: str, checkpoint_id: str) -> tuple[CheckpointInfo, set[str]]:
         """A checkpoint's catalog row and the key paths it still has (thin drops some)."""

@@ -31,6 +31,7 @@ from deltastore.catalog.models import ObjectRow
 from deltastore.cli.main import main
 from deltastore.errors import (
     CatalogDamagedError,
+    CorruptObjectError,
     EntryNotFoundError,
     EntryThinnedError,
     RefNotFoundError,
@@ -665,3 +666,33 @@ def test_gc_empties_a_store_whose_history_was_all_forgotten(store: deltastore.St
     report = store.gc()
     assert report.objects == 2  # the chunk and the manifest; the journal records stay
     assert all(journal.read(store.objects, object_id) for object_id in store.objects.iter_ids())
+
+
+def test_a_load_racing_the_gc_that_collects_its_checkpoint_says_so(
+    store: deltastore.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loads take no lock: a checkpoint forgotten and collected mid-read is not 'corrupt'."""
+    old = store.save({"w": torch.arange(4096, dtype=torch.float32)})
+    store.save({"w": torch.arange(4096, dtype=torch.float32) * 2})
+    reader = store._reader
+    real = reader.load_entry
+
+    def collected_first(*args: Any, **kwargs: Any) -> Any:
+        store.forget(KeepPolicy(last=1))
+        store.gc()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reader, "load_entry", collected_first)
+    with pytest.raises(RefNotFoundError, match="forgotten and collected while it was read"):
+        store.load_tensor(old, "w")
+
+
+def test_a_missing_object_of_a_listed_checkpoint_is_still_corruption(
+    store: deltastore.Store,
+) -> None:
+    checkpoint_id = store.save({"w": torch.arange(4096, dtype=torch.float32)})
+    for object_id in list(store.objects.iter_ids()):
+        if object_id != checkpoint_id:
+            store.objects.delete(object_id)
+    with pytest.raises(CorruptObjectError, match="missing"):
+        store.load(checkpoint_id)
