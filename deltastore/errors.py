@@ -99,15 +99,16 @@ class UnsupportedTypeError(DeltastoreError, TypeError):
         return (type(self), (self.key_path, self.type_name, self.reason))
 
 
-class RefNotFoundError(DeltastoreError, KeyError):
-    """A ref, checkpoint id, id prefix or ``ref~N`` expression resolves to nothing."""
+class _NameNotFoundError(DeltastoreError, KeyError):
+    """A name (``ref``) that resolves to no ``noun``: the base of the not-found errors."""
 
     exit_code = 6
+    noun = "checkpoint"
 
     def __init__(self, ref: str, reason: str = "") -> None:
         self.ref = ref
         self.reason = reason
-        super().__init__(f"no checkpoint {ref!r}" + (f": {reason}" if reason else ""))
+        super().__init__(f"no {self.noun} {ref!r}" + (f": {reason}" if reason else ""))
 
     def __str__(self) -> str:
         # KeyError's __str__ would wrap the message in quotes.
@@ -117,13 +118,21 @@ class RefNotFoundError(DeltastoreError, KeyError):
         return (type(self), (self.ref, self.reason))
 
 
+def _ambiguity(candidates: list[str]) -> str:
+    shown = ", ".join(c[:12] for c in candidates[:5])
+    return f"prefix is ambiguous ({len(candidates)} matches: {shown})"
+
+
+class RefNotFoundError(_NameNotFoundError):
+    """A ref, checkpoint id, id prefix or ``ref~N`` expression resolves to nothing."""
+
+
 class AmbiguousRefError(RefNotFoundError):
     """An id prefix matches more than one checkpoint."""
 
     def __init__(self, ref: str, candidates: list[str]) -> None:
         self.candidates = candidates
-        shown = ", ".join(c[:12] for c in candidates[:5])
-        super().__init__(ref, f"prefix is ambiguous ({len(candidates)} matches: {shown})")
+        super().__init__(ref, _ambiguity(candidates))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.ref, self.candidates))
@@ -348,21 +357,10 @@ class ImportSourceError(DeltastoreError, ValueError):
 # -- verify, rebuild and cat (deltastore.verify, deltastore.rebuild, deltastore.plumbing) ------
 
 
-class ObjectNotFoundError(DeltastoreError, KeyError):
+class ObjectNotFoundError(_NameNotFoundError):
     """An object id or id prefix names no object the catalog lists (``deltastore cat``)."""
 
-    exit_code = 6
-
-    def __init__(self, ref: str, reason: str = "") -> None:
-        self.ref = ref
-        self.reason = reason
-        super().__init__(f"no object {ref!r}" + (f": {reason}" if reason else ""))
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.ref, self.reason))
+    noun = "object"
 
 
 class AmbiguousObjectError(ObjectNotFoundError):
@@ -370,8 +368,7 @@ class AmbiguousObjectError(ObjectNotFoundError):
 
     def __init__(self, ref: str, candidates: list[str]) -> None:
         self.candidates = candidates
-        shown = ", ".join(c[:12] for c in candidates[:5])
-        super().__init__(ref, f"prefix is ambiguous ({len(candidates)} matches: {shown})")
+        super().__init__(ref, _ambiguity(candidates))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.ref, self.candidates))

@@ -65,3 +65,16 @@ def trained_like(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     base = torch.randn(shape, generator=g) / math.sqrt(fan_in)
     # a heavy-tailed component and some structure, as trained weights have
     return base + 0.1 * base.pow(3) + 0.01 * torch.linspace(-1, 1, base.numel()).reshape(shape)
+
+
+def join_all(children: list[Any], timeout: float = 120) -> None:
+    """Wait for child processes; each must exit 0.  Stragglers are killed, never left behind."""
+    try:
+        for child in children:
+            child.join(timeout)
+            assert child.exitcode == 0, f"child process exited with {child.exitcode}"
+    finally:
+        for child in children:
+            if child.exitcode is None:
+                child.kill()
+                child.join()

@@ -24,7 +24,7 @@ import deltastore
 from deltastore.objects.local import LocalObjectStore
 from deltastore.save import MAX_COMMIT_ATTEMPTS
 
-from .conftest import assert_same
+from .conftest import assert_same, join_all
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["torch", "deltastore", "tests.test_concurrency"])
@@ -60,15 +60,7 @@ def _run_writers(root: Path, branches: list[str]) -> None:
     ]
     for child in children:
         child.start()
-    try:
-        for child in children:
-            child.join(120)
-            assert child.exitcode == 0, f"writer exited with {child.exitcode}"
-    finally:
-        for child in children:
-            if child.exitcode is None:
-                child.kill()
-                child.join()
+    join_all(children)
 
 
 def test_writers_on_separate_branches_each_keep_their_whole_history(tmp_path: Path) -> None:

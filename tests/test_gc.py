@@ -41,7 +41,7 @@ from deltastore.objects.local import TMP_PREFIX
 from deltastore.retention import KeepPolicy
 from deltastore.save import CheckpointWriter
 
-from .conftest import assert_same
+from .conftest import assert_same, join_all
 
 CHUNK = 4096  # small chunks: a 16 KiB tensor is 4 chunks, each a delta on its parent's
 
@@ -566,18 +566,6 @@ def _start_writers(root: Path, branches: list[str], count: int) -> tuple[list[An
     return children, start
 
 
-def _join(children: list[Any]) -> None:
-    try:
-        for child in children:
-            child.join(120)
-            assert child.exitcode == 0, f"writer exited with {child.exitcode}"
-    finally:
-        for child in children:
-            if child.exitcode is None:
-                child.kill()
-                child.join()
-
-
 def _check_everything_loads(store: deltastore.Store) -> int:
     """Every checkpoint of the catalog loads bit-exactly; no row names a missing file."""
     assert catalog_rows_with_missing_files(store) == set()
@@ -600,7 +588,7 @@ def test_forget_and_gc_in_a_loop_beside_a_saving_process_lose_nothing(tmp_path: 
             forgotten += len(store.forget(KeepPolicy(last=3)).forgotten)
             freed += store.gc().freed_bytes
             rounds += 1
-        _join(children)
+        join_all(children)
         forgotten += len(store.forget(KeepPolicy(last=3)).forgotten)
         store.gc()
         assert rounds >= 3 and forgotten == 17 and freed > 0
@@ -628,7 +616,7 @@ def test_four_writers_and_a_gc_beside_them_all_checkpoints_survive(tmp_path: Pat
             store.objects.flush()
             swept += store.gc().files
             rounds += 1
-        _join(children)
+        join_all(children)
         assert rounds >= 3 and swept >= rounds
         assert _check_everything_loads(store) == 100
         for writer, branch in enumerate(branches):
