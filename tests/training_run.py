@@ -14,8 +14,8 @@ machine is.
 from __future__ import annotations
 
 import random
-import signal
 import sys
+import time
 
 import numpy as np
 import torch
@@ -23,6 +23,17 @@ import torch
 import deltastore
 
 SAMPLES, BATCH = 96, 16
+
+
+def _wait_for_preemption(manager: deltastore.CheckpointManager) -> None:
+    """Wait until SIGTERM's handler ran (SIGKILL ends the process here instead).
+
+    Polling the manager's flag, not ``signal.pause()``: a signal that lands
+    between the print and the pause would leave pause() waiting forever.
+    """
+    deadline = time.monotonic() + 120
+    while not manager.preempted and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def main() -> None:
@@ -67,7 +78,7 @@ def main() -> None:
         manager.maybe_save(step, **parts, extra=position, metrics={"loss": loss.item()})
         print(f"step {step}", flush=True)
         if step == pause_at:
-            signal.pause()  # returns once the signal's handler ran (SIGKILL never returns)
+            _wait_for_preemption(manager)
     manager.close()
 
 
