@@ -43,7 +43,7 @@ from deltastore.retention import Candidate, KeepPolicy, select
 #: Why a checkpoint outside the branches asked for stays.
 UNSELECTED = "other branch"
 
-WriteRecord = Callable[[journal.Record], journal.WrittenRecord]
+WriteRecord = Callable[[journal.Record], queries.NewObject]
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def _apply(
         queries.delete_ref(conn, name)
     queries.reparent(conn, chosen.reparented)
     queries.remove_checkpoints(conn, [c.id for c in chosen.forgotten], progress)
-    queries.insert_records(conn, written, now_us)
+    queries.insert_objects(conn, ((w, now_us) for w in written))
 
 
 def _report(chosen: ForgetPlan, objects: int, freed: int, *, dry_run: bool) -> ForgetReport:

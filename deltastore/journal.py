@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deltastore import codecs
+from deltastore.catalog.queries import NewObject
 from deltastore.errors import CorruptObjectError
 from deltastore.ids import hex_digest, is_full_id
 from deltastore.objects import ObjectStore
@@ -109,23 +110,14 @@ def _optional_id(value: Any) -> str | None:
     return None if value is None else _id(value)
 
 
-@dataclass(frozen=True)
-class WrittenRecord:
-    """What the catalog row of a record needs."""
-
-    id: str
-    raw_bytes: int
-    stored_bytes: int
-
-
-def write(objects: ObjectStore, record: Record, codec: str = codecs.DEFAULT_CODEC) -> WrittenRecord:
-    """Store a record durably; the caller then records it in its catalog transaction."""
+def write(objects: ObjectStore, record: Record, codec: str = codecs.DEFAULT_CODEC) -> NewObject:
+    """Store a record durably; return the row the caller lists in its catalog transaction."""
     raw = to_bytes(record)
     record_id = hex_digest(raw)
     encoded = codecs.encode(raw, 1, kind=codecs.Kind.RECORD, codec=codec)
     objects.put_if_absent(record_id, encoded)
     objects.flush()
-    return WrittenRecord(record_id, len(raw), len(encoded))
+    return NewObject(record_id, codecs.Kind.RECORD, len(raw), len(encoded))
 
 
 def read(objects: ObjectStore, record_id: str) -> Record:

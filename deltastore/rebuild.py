@@ -243,7 +243,7 @@ def _write_catalog(root: Path, plan: replay.Plan, chunk_size: int) -> Path:
         migrate.upgrade(engine)
         with write_transaction(engine) as conn:
             queries.set_meta(conn, {"chunk_size": str(chunk_size)})
-            audit.insert_objects(conn, plan.objects)
+            queries.insert_objects(conn, plan.objects)
             for c in plan.checkpoints:
                 queries.insert_checkpoint(conn, c.info, c.created_at_us, c.entries, [])
             for name, kind, checkpoint_id, time_us in plan.refs:

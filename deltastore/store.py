@@ -281,7 +281,7 @@ class Store:
             with write_transaction(self.engine) as conn:
                 if not queries.delete_ref(conn, name):
                     raise RefNotFoundError(name, "no branch or tag of that name")
-                queries.insert_records(conn, [record], now_us)
+                queries.insert_objects(conn, [(record, now_us)])
 
     def _set_ref(self, name: str, kind: str, ref: str, force: bool) -> str:
         refs.validate_name(name)
@@ -299,7 +299,7 @@ class Store:
                     raise RefNotFoundError(ref, "the checkpoint was removed meanwhile")
                 self._check_ref_move(conn, name, kind, checkpoint_id, force)
                 queries.set_ref(conn, name, kind, checkpoint_id, now_us)
-                queries.insert_records(conn, [record], now_us)
+                queries.insert_objects(conn, [(record, now_us)])
         return checkpoint_id
 
     @staticmethod
@@ -311,7 +311,7 @@ class Store:
         if existing is not None and moved and (not force or existing[0] != kind):
             raise RefExistsError(name, existing[0], existing[1])
 
-    def _journal(self, record: journal.Record) -> journal.WrittenRecord:
+    def _journal(self, record: journal.Record) -> queries.NewObject:
         """Write a journal record (durable) before the catalog transaction it explains.
 
         The caller raised the store's format (:meth:`_upgrade_format`) before it took the

@@ -140,7 +140,7 @@ def thin(
                     queries.remove_entries(conn, c.id, c.entries)
                     if advance:
                         advance(1)
-            queries.insert_records(conn, written, now_us)
+            queries.insert_objects(conn, ((w, now_us) for w in written))
     with read_transaction(engine) as conn:
         garbage = find_garbage(conn, None)
     return ThinReport(False, pattern, chosen, garbage.object_count, garbage.freed_bytes)

@@ -10,7 +10,7 @@ import pytest
 
 import deltastore
 from deltastore import codecs, journal, plumbing
-from deltastore.catalog import audit
+from deltastore.catalog import queries
 from deltastore.catalog.engine import write_transaction
 from deltastore.catalog.queries import NewObject
 from deltastore.cli.main import STORE_ENV, main
@@ -251,7 +251,7 @@ def test_cat_refuses_an_ambiguous_prefix(
         )
         twins = [prefix + "0" * 58, prefix + "1" * 58]
         with write_transaction(store.engine) as conn:
-            audit.insert_objects(conn, [(NewObject(t, Kind.CHUNK, 1, 1), 0) for t in twins])
+            queries.insert_objects(conn, [(NewObject(t, Kind.CHUNK, 1, 1), 0) for t in twins])
     assert main(["--store", str(copy), "cat", "header", prefix]) == 6
     assert capsys.readouterr().err == (
         f"deltastore: error: no object '{prefix}': prefix is ambiguous (2 matches: "

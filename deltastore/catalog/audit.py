@@ -9,7 +9,7 @@ speaks in plain values.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,7 +23,6 @@ from deltastore.catalog.models import (
     ObjectRow,
     RefRow,
 )
-from deltastore.catalog.queries import NewObject
 from deltastore.codecs.header import Kind
 
 
@@ -267,21 +266,3 @@ def record_ids(conn: Connection) -> list[str]:
     """Ids of every journal record the catalog lists."""
     rows = conn.execute(select(_objects.c.id).where(_objects.c.kind == int(Kind.RECORD)))
     return [r.id for r in rows]
-
-
-def insert_objects(conn: Connection, objects: Sequence[tuple[NewObject, int]]) -> None:
-    """Insert object rows, each with its own creation time (a rebuild's fresh catalog)."""
-    rows = [
-        {
-            "id": o.id,
-            "kind": o.kind,
-            "raw_bytes": o.raw_bytes,
-            "stored_bytes": o.stored_bytes,
-            "base_id": o.base_id,
-            "depth": o.depth,
-            "created_at_us": created_at_us,
-        }
-        for o, created_at_us in objects
-    ]
-    for start in range(0, len(rows), _BATCH):
-        conn.execute(_objects.insert(), rows[start : start + _BATCH])

@@ -24,7 +24,6 @@ from deltastore.catalog.models import (
     RefRow,
     StoreMeta,
 )
-from deltastore.codecs.header import Kind
 from deltastore.info import CheckpointInfo, EntryInfo, datetime_from_us
 
 _checkpoints = cast(Table, CheckpointRow.__table__)
@@ -181,14 +180,11 @@ def all_checkpoints(conn: Connection) -> list[CheckpointInfo]:
     return [_info(r) for r in rows]
 
 
-def insert_checkpoint(
-    conn: Connection,
-    info: CheckpointInfo,
-    created_at_us: int,
-    entries: Sequence[NewEntry],
-    objects: Iterable[NewObject],
-) -> None:
-    """Record a checkpoint, its entries and chunk lists, and any objects new to the catalog."""
+def insert_objects(conn: Connection, objects: Iterable[tuple[NewObject, int]]) -> None:
+    """List objects (each with its creation time) unless the catalog has them already.
+
+    Journal records are listed too, so that gc keeps them.
+    """
     _insert_ignore(
         conn,
         _objects,
@@ -202,9 +198,20 @@ def insert_checkpoint(
                 "depth": o.depth,
                 "created_at_us": created_at_us,
             }
-            for o in objects
+            for o, created_at_us in objects
         ],
     )
+
+
+def insert_checkpoint(
+    conn: Connection,
+    info: CheckpointInfo,
+    created_at_us: int,
+    entries: Sequence[NewEntry],
+    objects: Iterable[NewObject],
+) -> None:
+    """Record a checkpoint, its entries and chunk lists, and any objects new to the catalog."""
+    insert_objects(conn, ((o, created_at_us) for o in objects))
     conn.execute(
         _checkpoints.insert().values(
             id=info.id,
@@ -309,26 +316,6 @@ def entry_chunks_of(conn: Connection, checkpoint_id: str) -> dict[str, EntryChun
         path: EntryChunks(entries[path].dtype, entries[path].shape, ids)
         for path, ids in chunk_ids_of(conn, checkpoint_id).items()
     }
-
-
-def insert_records(conn: Connection, records: Iterable[Any], created_at_us: int) -> None:
-    """List journal records (deltastore.journal.WrittenRecord) as objects, so gc keeps them."""
-    _insert_ignore(
-        conn,
-        _objects,
-        [
-            {
-                "id": r.id,
-                "kind": Kind.RECORD,
-                "raw_bytes": r.raw_bytes,
-                "stored_bytes": r.stored_bytes,
-                "base_id": None,
-                "depth": 0,
-                "created_at_us": created_at_us,
-            }
-            for r in records
-        ],
-    )
 
 
 def object_totals(conn: Connection) -> tuple[int, int]:
