@@ -43,7 +43,8 @@ from deltastore.retention import Candidate, KeepPolicy, select
 #: Why a checkpoint outside the branches asked for stays.
 UNSELECTED = "other branch"
 
-WriteRecord = Callable[[journal.Record], queries.NewObject]
+#: Writes journal records durably (one flush) and returns their catalog rows.
+WriteRecords = Callable[[Sequence[journal.Record]], list[queries.NewObject]]
 
 
 @dataclass(frozen=True)
@@ -126,17 +127,17 @@ def forget(
     engine: Engine,
     policy: KeepPolicy,
     branches: Sequence[str] | None,
-    write_record: WriteRecord | None,
+    write_records: WriteRecords | None,
     progress: ProgressFactory | None = None,
 ) -> ForgetReport:
-    """Forget what ``policy`` does not keep; with ``write_record`` None, only say what.
+    """Forget what ``policy`` does not keep; with ``write_records`` None, only say what.
 
     The caller holds the store's writer lock (``layout.writing``) when it
-    passes ``write_record``: the records are objects the catalog does not
+    passes ``write_records``: the records are objects the catalog does not
     list until the commit, which gc must not sweep meanwhile.  ``progress``
     opens a bar over the checkpoints whose catalog rows are deleted.
     """
-    if write_record is None:
+    if write_records is None:
         with read_transaction(engine) as conn:
             chosen = plan(read_history(conn), policy, branches)
             garbage = find_garbage(conn, None, except_checkpoints={c.id for c in chosen.forgotten})
@@ -145,23 +146,22 @@ def forget(
         chosen = plan(read_history(conn), policy, branches)
         if chosen.forgotten:
             with progress_bar(progress, len(chosen.forgotten), "forget") as advance:
-                _apply(conn, chosen, write_record, advance)
+                _apply(conn, chosen, write_records, advance)
     with read_transaction(engine) as conn:
         garbage = find_garbage(conn, None)
     return _report(chosen, garbage.object_count, garbage.freed_bytes, dry_run=False)
 
 
 def _apply(
-    conn: Connection, chosen: ForgetPlan, write_record: WriteRecord, progress: Progress | None
+    conn: Connection, chosen: ForgetPlan, write_records: WriteRecords, progress: Progress | None
 ) -> None:
     now_us = time.time_ns() // 1000
-    written = [
-        write_record(journal.ForgetRecord(now_us, {c.id: c.parent for c in chosen.forgotten}))
-    ]
-    written += [
-        write_record(journal.RefRecord(now_us, name, refs.TAG, None))
-        for name in chosen.deleted_tags
-    ]
+    written = write_records(
+        [
+            journal.ForgetRecord(now_us, {c.id: c.parent for c in chosen.forgotten}),
+            *(journal.RefRecord(now_us, name, refs.TAG, None) for name in chosen.deleted_tags),
+        ]
+    )
     for name in chosen.deleted_tags:
         queries.delete_ref(conn, name)
     queries.reparent(conn, chosen.reparented)

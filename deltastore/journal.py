@@ -19,6 +19,7 @@ object no checkpoint needs.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,14 +111,20 @@ def _optional_id(value: Any) -> str | None:
     return None if value is None else _id(value)
 
 
-def write(objects: ObjectStore, record: Record, codec: str = codecs.DEFAULT_CODEC) -> NewObject:
-    """Store a record durably; return the row the caller lists in its catalog transaction."""
-    raw = to_bytes(record)
-    record_id = hex_digest(raw)
-    encoded = codecs.encode(raw, 1, kind=codecs.Kind.RECORD, codec=codec)
-    objects.put_if_absent(record_id, encoded)
+def write(
+    objects: ObjectStore, records: Sequence[Record], codec: str = codecs.DEFAULT_CODEC
+) -> list[NewObject]:
+    """Store records durably (one flush for all); return the rows the caller lists in its
+    catalog transaction."""
+    rows = []
+    for record in records:
+        raw = to_bytes(record)
+        record_id = hex_digest(raw)
+        encoded = codecs.encode(raw, 1, kind=codecs.Kind.RECORD, codec=codec)
+        objects.put_if_absent(record_id, encoded)
+        rows.append(NewObject(record_id, codecs.Kind.RECORD, len(raw), len(encoded)))
     objects.flush()
-    return NewObject(record_id, codecs.Kind.RECORD, len(raw), len(encoded))
+    return rows
 
 
 def read(objects: ObjectStore, record_id: str) -> Record:

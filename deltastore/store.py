@@ -277,7 +277,7 @@ class Store:
         now_us = time.time_ns() // 1000
         self._upgrade_format()
         with layout.writing(self.root):  # the record is unlisted until the commit: no gc
-            record = self._journal(journal.RefRecord(now_us, name, existing[0], None))
+            [record] = self._journal([journal.RefRecord(now_us, name, existing[0], None)])
             with write_transaction(self.engine) as conn:
                 if not queries.delete_ref(conn, name):
                     raise RefNotFoundError(name, "no branch or tag of that name")
@@ -293,7 +293,7 @@ class Store:
         now_us = time.time_ns() // 1000
         self._upgrade_format()
         with layout.writing(self.root):  # the record is unlisted until the commit: no gc
-            record = self._journal(journal.RefRecord(now_us, name, kind, checkpoint_id))
+            [record] = self._journal([journal.RefRecord(now_us, name, kind, checkpoint_id)])
             with write_transaction(self.engine) as conn:
                 if queries.get_checkpoint(conn, checkpoint_id) is None:  # forgotten meanwhile
                     raise RefNotFoundError(ref, "the checkpoint was removed meanwhile")
@@ -311,14 +311,14 @@ class Store:
         if existing is not None and moved and (not force or existing[0] != kind):
             raise RefExistsError(name, existing[0], existing[1])
 
-    def _journal(self, record: journal.Record) -> queries.NewObject:
-        """Write a journal record (durable) before the catalog transaction it explains.
+    def _journal(self, records: Sequence[journal.Record]) -> list[queries.NewObject]:
+        """Write journal records (durable) before the catalog transaction they explain.
 
         The caller raised the store's format (:meth:`_upgrade_format`) before it took the
         writer lock.
         """
         assert self._format_current, "call _upgrade_format() before layout.writing"
-        return journal.write(self.objects, record, self.codec)
+        return journal.write(self.objects, records, self.codec)
 
     def _upgrade_format(self) -> None:
         """Raise an older store's FORMAT before writing objects it could not read.

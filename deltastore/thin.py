@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Engine
 from deltastore import journal
 from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction, write_transaction
-from deltastore.forget import WriteRecord
+from deltastore.forget import WriteRecords
 from deltastore.gc import find_garbage
 from deltastore.history import read_history
 from deltastore.progress import ProgressFactory
@@ -109,12 +109,12 @@ def thin(
     pattern: str,
     keep_newest: int,
     branches: Sequence[str] | None,
-    write_record: WriteRecord | None,
+    write_records: WriteRecords | None,
     progress: ProgressFactory | None = None,
 ) -> ThinReport:
-    """Thin the history; with ``write_record`` None, only say what would go.
+    """Thin the history; with ``write_records`` None, only say what would go.
 
-    The caller holds the store's writer lock when it passes ``write_record``
+    The caller holds the store's writer lock when it passes ``write_records``
     (see forget.forget).  ``progress`` opens a bar over the checkpoints thinned:
     each costs a durable record and its catalog rows (2 s for 600).
     """
@@ -122,7 +122,7 @@ def thin(
         raise ValueError("thin needs a non-empty key-path pattern")
     if type(keep_newest) is not int or keep_newest < 1:
         raise ValueError(f"keep_newest must be a positive int, not {keep_newest!r}")
-    if write_record is None:
+    if write_records is None:
         with read_transaction(engine) as conn:
             chosen = plan(conn, pattern, keep_newest, branches)
             pairs = {(c.id, e.idx) for c in chosen for e in c.entries}
@@ -132,11 +132,14 @@ def thin(
         chosen = plan(conn, pattern, keep_newest, branches)
         if chosen:
             now_us = time.time_ns() // 1000
-            written = []
+            written = write_records(
+                [
+                    journal.ThinRecord(now_us, c.id, tuple(e.key_path for e in c.entries))
+                    for c in chosen
+                ]
+            )  # every record durable (one flush) before the first change
             with progress_bar(progress, len(chosen), "thin") as advance:
-                for c in chosen:  # every record is durable before the commit all the same
-                    paths = tuple(e.key_path for e in c.entries)
-                    written.append(write_record(journal.ThinRecord(now_us, c.id, paths)))
+                for c in chosen:
                     queries.remove_entries(conn, c.id, c.entries)
                     if advance:
                         advance(1)

@@ -249,7 +249,7 @@ def test_journal_records_replay_forgets_and_thins(history: History) -> None:
             journal.ForgetRecord(int(time_us), {ids[3]: ids[4]}),
             journal.ThinRecord(int(time_us) + 1, exp_head, ("optim/m", "optim/count")),
         ):
-            journal.write(store.objects, record)
+            journal.write(store.objects, [record])
         thinned = store.info(exp_head)
     delete_catalog(history.root)
     report = deltastore.rebuild(history.root)

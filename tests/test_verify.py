@@ -190,7 +190,7 @@ def test_full_verify_compares_manifests_with_the_catalog(store: deltastore.Store
         (head, "model/b", "catalog dtype 'float16', manifest 'float32'"),
         (head, "optim/m", "the catalog lacks this entry and no journal record thinned it"),
     ]
-    written = journal.write(store.objects, journal.ThinRecord(1, head, ("optim/m",)))
+    [written] = journal.write(store.objects, [journal.ThinRecord(1, head, ("optim/m",))])
     with write_transaction(store.engine) as conn:
         deltastore.catalog.queries.insert_objects(conn, [(written, 1)])
     assert [p.key_path for p in store.verify(full=True).problems] == ["model/b"]
