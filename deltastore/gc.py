@@ -17,7 +17,7 @@ has objects on disk that the catalog does not list yet while this runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,7 @@ from deltastore.catalog import queries
 from deltastore.catalog.engine import write_transaction
 from deltastore.codecs import Kind
 from deltastore.objects import ObjectStore
-
-Progress = Callable[[int], None]
+from deltastore.progress import Batched, Progress, ProgressFactory, maybe
 
 
 def live_objects(
@@ -37,11 +36,13 @@ def live_objects(
     *,
     except_checkpoints: Collection[str] = (),
     except_entries: Collection[tuple[str, int]] = (),
+    marked: Batched | None = None,
 ) -> set[str]:
     """The mark: every object some catalogued checkpoint or record needs.
 
     With exceptions, the objects that would be live were those checkpoints
     (or those (checkpoint, entry index) pairs) gone: what dry runs report.
+    ``marked`` counts each catalogued object the walk finds live.
     """
     live = {cid for cid in queries.checkpoint_ids(conn) if cid not in except_checkpoints}
     live |= queries.referenced_chunks(
@@ -51,7 +52,11 @@ def live_objects(
     pending = list(live)
     while pending:  # delta bases, transitively
         found = stored.get(pending.pop())
-        if found is not None and found.base_id is not None and found.base_id not in live:
+        if found is None:
+            continue
+        if marked is not None:
+            marked.add()
+        if found.base_id is not None and found.base_id not in live:
             live.add(found.base_id)
             pending.append(found.base_id)
     return live
@@ -81,25 +86,40 @@ def find_garbage(
     *,
     except_checkpoints: Collection[str] = (),
     except_entries: Collection[tuple[str, int]] = (),
+    progress: ProgressFactory | None = None,
 ) -> Garbage:
     """Mark, then list what is not live: catalog rows, and files when ``objects`` is given.
 
     Without ``objects`` only the catalog is looked at: what forget and thin
     report, without counting the objects of saves in flight as garbage.
+    ``progress`` opens a bar over the catalog's objects, each counted once the
+    mark has decided it: live ones as the walk reaches them, the rest at the
+    end.  It opens before the reads (0.7 s of 75k objects, most of it the
+    catalog's two big queries) so its delay counts from the mark's start.
     """
-    stored = queries.all_objects(conn)
-    live = live_objects(
-        conn, stored, except_checkpoints=except_checkpoints, except_entries=except_entries
-    )
-    rows = {oid: o.stored_bytes for oid, o in stored.items() if oid not in live}
+    total = 0 if progress is None else queries.object_totals(conn)[0]
+    with maybe(progress, total, "gc mark") as advance:
+        stored = queries.all_objects(conn)
+        # The files are listed before the walk, so the bar is full when the mark is done.
+        on_disk = [] if objects is None else list(objects.iter_ids())
+        temporaries = {} if objects is None else dict(objects.iter_temporaries())
+        marked = Batched(advance)
+        live = live_objects(
+            conn,
+            stored,
+            except_checkpoints=except_checkpoints,
+            except_entries=except_entries,
+            marked=marked,
+        )
+        rows = {oid: o.stored_bytes for oid, o in stored.items() if oid not in live}
+        marked.add(len(rows))
+        marked.flush()
     files: dict[str, int] = {}
-    temporaries: dict[str, int] = {}
     if objects is not None:
-        for object_id in objects.iter_ids():
+        for object_id in on_disk:
             if object_id not in live:
                 known = stored.get(object_id)
                 files[object_id] = known.stored_bytes if known else objects.size(object_id)
-        temporaries = dict(objects.iter_temporaries())
     return Garbage(rows, files, temporaries, len(live))
 
 

@@ -10,7 +10,7 @@ many small chunks.
 
 Bars count bytes where the work is bytes (save, load, diff, full verify,
 export) and objects or checkpoints where the work is per item (quick verify,
-gc's sweep, thin, forget, stats by prefix).
+gc's mark and sweep, thin, forget, stats by prefix).
 """
 
 from __future__ import annotations

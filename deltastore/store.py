@@ -596,7 +596,7 @@ class Store:
         """
         with layout.collecting(self.root):
             with read_transaction(self.engine) as conn:
-                garbage = find_garbage(conn, self.objects)
+                garbage = find_garbage(conn, self.objects, progress=self._counting(OBJECTS))
             if garbage.live == 0 and garbage.files:
                 # Nothing listed, not even the record of a forget that emptied the store: a
                 # catalog recreated empty (an older deltastore, a copy without it) looks so.
