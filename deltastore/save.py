@@ -388,10 +388,16 @@ class CheckpointWriter:
 
         They differ when the id was already there (left by a save that died
         before its commit, or stored by a concurrent writer first): the catalog
-        must record the base and size of the object that will be read.
+        must record the base and size of the object that will be read.  Only
+        those are read back: the objects found on disk (their size is not
+        known yet) and the puts the object store says another writer won.
         """
+        by_others = self.objects.put_by_others([n.id for n in objects if n.stored_bytes >= 0])
         result = []
         for new in objects:
+            if new.stored_bytes >= 0 and new.id not in by_others:
+                result.append(new)
+                continue
             head = self.objects.read_head(new.id, HEAD_BYTES)
             base = peek_base_id(head, new.id)
             base_id = base.hex() if base is not None else None

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import deltastore
+from deltastore import codecs
 from deltastore.objects.local import LocalObjectStore
 from deltastore.save import MAX_COMMIT_ATTEMPTS
 
@@ -198,6 +199,43 @@ def test_a_concurrent_writer_never_replaces_an_object_that_exists(
         first.flush()
         assert second.get(object_id) == b"encoded by the second writer"
         assert [p.name for p in (root / "ab").iterdir()] == [object_id[2:]]  # no temp file left
+        # The first writer learns that its bytes are not the stored ones, once; the second not.
+        assert first.put_by_others([object_id, "cd" * 32]) == {object_id}
+        assert first.put_by_others([object_id]) == set()
+        assert second.put_by_others([object_id]) == set()
     finally:
         first.close()
         second.close()
+
+
+def test_a_save_whose_chunk_another_writer_stored_first_records_the_stored_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog describes the object on disk, not the encoding the losing writer made.
+
+    Another writer links a different encoding of the same chunk (LZ4 instead
+    of zstd, so another size) just before this save links its own: the save
+    must read that object back and record its size, or verify would report
+    the store damaged and stats would be wrong.
+    """
+    weights = torch.randn(64, 1024, generator=torch.Generator().manual_seed(5))
+    raw = memoryview(weights.numpy()).cast("B")
+    chunk_id = deltastore.ids.hex_digest(raw)
+    link = os.link
+    with deltastore.open(tmp_path / "store", create=True, progress=False) as store:
+        other = LocalObjectStore(store.root / "objects", durable=False)
+
+        def the_other_lands_first(source: Any, target: Any) -> None:
+            if os.path.basename(target) == chunk_id[2:]:
+                monkeypatch.setattr(os, "link", link)
+                other.put_if_absent(chunk_id, codecs.encode(raw, 4, codec="lz4"))
+                other.flush()
+            link(source, target)
+
+        monkeypatch.setattr(os, "link", the_other_lands_first)
+        store.save({"w": weights})
+        other.close()
+        on_disk = (store.root / "objects" / chunk_id[:2] / chunk_id[2:]).stat().st_size
+        assert on_disk == len(codecs.encode(raw, 4, codec="lz4"))
+        assert store.verify().ok  # the catalog records the size of the file that is there
+        assert_same(store.load("main"), {"w": weights})

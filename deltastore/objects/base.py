@@ -9,7 +9,7 @@ without touching the rest.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 #: Anything a vectored write takes: the pieces of one object, in order.
 Buffer = bytes | bytearray | memoryview
@@ -62,6 +62,17 @@ class ObjectStore(ABC):
         durable by the next :meth:`flush`, as if this writer had put it.
         """
         return self.exists(object_id)
+
+    def put_by_others(self, object_ids: Collection[str]) -> set[str]:
+        """Of ``object_ids``, put here and flushed, those another writer had stored first.
+
+        A put never replaces an object that exists, so the stored object of
+        such an id may encode the same content otherwise (another base,
+        another codec) than what this writer put: a caller that recorded what
+        it encoded reads those back.  A backend that cannot tell answers all
+        of them, which is always safe.
+        """
+        return set(object_ids)
 
     @abstractmethod
     def size(self, object_id: str) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
@@ -66,6 +66,7 @@ class LocalObjectStore(ObjectStore):
         self.root = root
         self.durable = durable
         self._dirty: set[Path] = set()
+        self._by_others: set[str] = set()  # puts that found their id stored already
         self._pending: list[Future[None]] = []
         self._lock = threading.Lock()
         self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="deltastore-fsync")
@@ -144,6 +145,7 @@ class LocalObjectStore(ObjectStore):
         target = self.path(object_id)
         if target.exists():  # a file under its final name was fsynced before it was linked
             self._name_durable(target)
+            self._put_by_other(object_id)
             return 0
         unique = f"{target.name[:16]}-{os.getpid()}-{threading.get_ident()}"
         tmp = target.parent / f"{TMP_PREFIX}{unique}"
@@ -192,8 +194,10 @@ class LocalObjectStore(ObjectStore):
                 os.close(fd)
             # link, not rename: an id that exists is never replaced (invariant 2), even
             # when another writer stored it between our check and now.
-            with suppress(FileExistsError):
+            try:
                 os.link(tmp, target)
+            except FileExistsError:
+                self._put_by_other(object_id)
             tmp.unlink()
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -201,6 +205,17 @@ class LocalObjectStore(ObjectStore):
         finally:
             self._in_flight.release()
         self._name_durable(target)
+
+    def _put_by_other(self, object_id: str) -> None:
+        with self._lock:
+            self._by_others.add(object_id)
+
+    def put_by_others(self, object_ids: Collection[str]) -> set[str]:
+        """Ids whose put found a file under the final name (see ObjectStore.put_by_others)."""
+        with self._lock:
+            found = self._by_others.intersection(object_ids)
+            self._by_others -= found
+        return found
 
     def delete(self, object_id: str) -> None:
         self.path(object_id).unlink(missing_ok=True)
