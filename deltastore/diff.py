@@ -9,7 +9,8 @@ per side (all their chunks in parallel) and measured by ``array_diff``.
 
 An entry ``thin`` removed from one side (or both) is ``thinned``, not added
 or removed: the catalog no longer lists it, but that side's manifest, which
-is immutable, still does.  Both manifests are read for this (no chunk is).
+is immutable, still does.  The store hands both sides over as the catalog
+lists them (``load.ListedCheckpoint``), which names the thinned entries.
 """
 
 from __future__ import annotations
@@ -21,15 +22,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
-
-from deltastore import arrays, refs
+from deltastore import arrays
 from deltastore.array_diff import ArrayDifference, ElementType, compare_arrays
-from deltastore.catalog import queries
-from deltastore.catalog.engine import read_transaction
-from deltastore.errors import CorruptObjectError, RefNotFoundError
+from deltastore.errors import CorruptObjectError
 from deltastore.info import CheckpointInfo, EntryInfo
-from deltastore.load import CheckpointReader, Progress, read_manifest
+from deltastore.load import CheckpointReader, ListedCheckpoint, Progress
 from deltastore.manifest import Manifest, ManifestEntry
 
 ADDED = "added"
@@ -223,36 +220,26 @@ def _batches(changed: list[EntryDiff]) -> Iterator[list[EntryDiff]]:
 
 
 class CheckpointComparer:
-    """Runs a diff with the store's catalog, reader and thread pool."""
+    """Runs a diff with the store's reader and thread pool."""
 
-    def __init__(self, engine: Engine, reader: CheckpointReader, progress: ProgressFactory) -> None:
-        self.engine = engine
+    def __init__(self, reader: CheckpointReader, progress: ProgressFactory) -> None:
         self.reader = reader
         self.progress = progress
 
-    def diff(self, ref_a: str, ref_b: str, prefix: str | None = None) -> CheckpointDiff:
-        with read_transaction(self.engine) as conn:
-            infos = []
-            entries = []
-            for ref in (ref_a, ref_b):
-                checkpoint_id = refs.resolve(conn, ref)
-                info = queries.get_checkpoint(conn, checkpoint_id)
-                if info is None:  # resolve() just saw it: only a concurrent gc could get here
-                    raise RefNotFoundError(ref)
-                infos.append(info)
-                entries.append(queries.entries_of(conn, checkpoint_id))
-        a, b = infos
-        # The manifests tell the thinned entries, and what the changed ones decode from.
-        sides = [_Side.read(self.reader, info.id) for info in infos]
-        thinned = (sides[0].missing_from(entries[0]), sides[1].missing_from(entries[1]))
-        classified = classify(entries[0], entries[1], prefix, thinned)
+    def diff(
+        self, a: ListedCheckpoint, b: ListedCheckpoint, prefix: str | None = None
+    ) -> CheckpointDiff:
+        classified = classify(a.entries, b.entries, prefix, (a.thinned, b.thinned))
+        sides = [_Side.of(a), _Side.of(b)]
         stats = self._measure(sides, [e for e in classified if e.status == CHANGED])
         measured = [
             dataclasses.replace(e, stats=stats[e.key_path]) if e.key_path in stats else e
             for e in classified
         ]
         measured.sort(key=_rank)
-        return CheckpointDiff(a, b, prefix, measured, compare_metrics(a.metrics, b.metrics))
+        return CheckpointDiff(
+            a.info, b.info, prefix, measured, compare_metrics(a.info.metrics, b.info.metrics)
+        )
 
     def _measure(self, sides: list[_Side], changed: list[EntryDiff]) -> dict[str, ArrayDifference]:
         """Decode the changed entries of both sides, batch by batch, and compare them."""
@@ -296,14 +283,9 @@ class _Side:
     by_path: dict[str, ManifestEntry]
 
     @classmethod
-    def read(cls, reader: CheckpointReader, checkpoint_id: str) -> _Side:
-        m = read_manifest(reader.objects, checkpoint_id)
-        return cls(checkpoint_id, m, {e.key_path: e for e in m.entries})
-
-    def missing_from(self, listed: list[EntryInfo]) -> list[str]:
-        """The manifest's key paths the catalog no longer lists (thinned), in manifest order."""
-        present = {e.key_path for e in listed}
-        return [e.key_path for e in self.manifest.entries if e.key_path not in present]
+    def of(cls, listed: ListedCheckpoint) -> _Side:
+        m = listed.manifest
+        return cls(listed.id, m, {e.key_path: e for e in m.entries})
 
     def entry(self, key_path: str) -> ManifestEntry:
         found = self.by_path.get(key_path)

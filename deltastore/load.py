@@ -23,6 +23,7 @@ from deltastore.errors import (
     EntryThinnedError,
     UnsupportedTypeError,
 )
+from deltastore.info import CheckpointInfo, EntryInfo
 from deltastore.manifest import Manifest, ManifestEntry
 from deltastore.objects import ObjectStore
 
@@ -62,6 +63,34 @@ def read_manifest(objects: ObjectStore, checkpoint_id: str) -> Manifest:
     except CorruptObjectError as exc:
         raise exc.located(checkpoint_id, None, None) from None
     return manifest.parse(raw, checkpoint_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class ListedCheckpoint:
+    """A checkpoint as the catalog lists it now: what load, export and diff read.
+
+    ``manifest`` leaves out the entries ``thin`` removed (:func:`without_thinned`)
+    and ``thinned`` names them, in manifest order; ``entries`` are the catalog's
+    rows.  Thin changes only the catalog: a manifest's hash is its checkpoint id.
+    """
+
+    info: CheckpointInfo
+    entries: list[EntryInfo]
+    manifest: Manifest
+    thinned: tuple[str, ...]
+
+    @classmethod
+    def of(
+        cls, info: CheckpointInfo, entries: list[EntryInfo], saved: Manifest
+    ) -> ListedCheckpoint:
+        """The catalog's row and entry rows of a checkpoint, with the manifest it was saved with."""
+        present = {e.key_path for e in entries}
+        thinned = tuple(e.key_path for e in saved.entries if e.key_path not in present)
+        return cls(info, entries, without_thinned(saved, present), thinned)
+
+    @property
+    def id(self) -> str:
+        return self.info.id
 
 
 class CheckpointReader:
@@ -192,29 +221,19 @@ class CheckpointReader:
             for e, a in zip(entries, results, strict=True)
         ]
 
-    def load(
-        self,
-        checkpoint_id: str,
-        progress: Progress | None = None,
-        present: Collection[str] | None = None,
-    ) -> Any:
-        """The checkpoint's state; ``present``: the key paths the catalog still has (thin)."""
-        m = read_manifest(self.objects, checkpoint_id)
-        if present is not None:
-            m = without_thinned(m, present)
-        leaves = self.restore_entries(checkpoint_id, m, m.entries, progress)
+    def load(self, listed: ListedCheckpoint, progress: Progress | None = None) -> Any:
+        """The checkpoint's state, without the entries ``thin`` removed."""
+        m = listed.manifest
+        leaves = self.restore_entries(listed.id, m, m.entries, progress)
         return tree.unflatten(m.structure, leaves)
 
-    def load_entry(
-        self, checkpoint_id: str, key_path: str, present: Collection[str] | None = None
-    ) -> Any:
-        m = read_manifest(self.objects, checkpoint_id)
-        for entry in m.entries:
+    def load_entry(self, listed: ListedCheckpoint, key_path: str) -> Any:
+        if key_path in listed.thinned:
+            raise EntryThinnedError(listed.id, key_path)
+        for entry in listed.manifest.entries:
             if entry.key_path == key_path:
-                if present is not None and key_path not in present:
-                    raise EntryThinnedError(checkpoint_id, key_path)
-                return self.restore_entries(checkpoint_id, m, [entry])[0]
-        raise EntryNotFoundError(checkpoint_id, key_path)
+                return self.restore_entries(listed.id, listed.manifest, [entry])[0]
+        raise EntryNotFoundError(listed.id, key_path)
 
 
 def without_thinned(m: Manifest, present: Collection[str]) -> Manifest:

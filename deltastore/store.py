@@ -32,14 +32,14 @@ from deltastore.errors import (
     RefExistsError,
     RefNotFoundError,
 )
-from deltastore.exchange.export import export_checkpoint
+from deltastore.exchange.export import export_checkpoint, export_target
 from deltastore.exchange.imports import import_into
 from deltastore.forget import ForgetReport
 from deltastore.forget import forget as forget_checkpoints
 from deltastore.gc import GcReport, find_garbage, sweep
 from deltastore.gc import report as gc_report
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
-from deltastore.load import CheckpointReader, Progress
+from deltastore.load import CheckpointReader, ListedCheckpoint, Progress, read_manifest
 from deltastore.objects import LocalObjectStore, ObjectStore
 from deltastore.prefix_stats import PrefixReport, by_prefix
 from deltastore.progress import BYTES, CHECKPOINTS, CHUNKS, OBJECTS, ProgressFactory
@@ -345,12 +345,10 @@ class Store:
         their lists and tuples.
         """
         checkpoint_id = self.resolve(ref)
-        info, present = self._present(ref, checkpoint_id)
-        with (
-            self._collected_meanwhile(ref, checkpoint_id),
-            self._progress(info.logical_bytes, "load") as progress,
-        ):
-            return self._reader.load(checkpoint_id, progress, present)
+        with self._collected_meanwhile(ref, checkpoint_id):
+            listed = self._listed(ref, checkpoint_id)
+            with self._progress(listed.info.logical_bytes, "load") as progress:
+                return self._reader.load(listed, progress)
 
     def load_tensor(self, ref: str, key_path: str) -> Any:
         """Restore one array entry without decoding the others.
@@ -359,9 +357,8 @@ class Store:
         a subclass, if ``thin`` removed it).
         """
         checkpoint_id = self.resolve(ref)
-        _, present = self._present(ref, checkpoint_id)
         with self._collected_meanwhile(ref, checkpoint_id):
-            return self._reader.load_entry(checkpoint_id, key_path, present)
+            return self._reader.load_entry(self._listed(ref, checkpoint_id), key_path)
 
     @contextmanager
     def _collected_meanwhile(self, ref: str, checkpoint_id: str) -> Iterator[None]:
@@ -381,14 +378,19 @@ class Store:
                 ) from None
             raise
 
-    def _present(self, ref: str, checkpoint_id: str) -> tuple[CheckpointInfo, set[str]]:
-        """A checkpoint's catalog row and the key paths it still has (thin drops some)."""
+    def _listed(self, ref: str, checkpoint_id: str) -> ListedCheckpoint:
+        """The checkpoint as the catalog lists it now, its manifest without thinned entries.
+
+        What load, export and diff read: thin removes entries from the catalog
+        only, as manifests are immutable.  Reads the manifest, so callers catch
+        a concurrent gc around it (:meth:`_collected_meanwhile`).
+        """
         with read_transaction(self.engine) as conn:
             found = queries.get_checkpoint(conn, checkpoint_id)
-            present = queries.key_paths_of(conn, checkpoint_id)
+            entries = queries.entries_of(conn, checkpoint_id)
         if found is None:  # forgotten since resolve()
             raise RefNotFoundError(ref, "the checkpoint was removed meanwhile")
-        return found, present
+        return ListedCheckpoint.of(found, entries, read_manifest(self.objects, checkpoint_id))
 
     def info(self, ref: str) -> CheckpointInfo:
         checkpoint_id = self.resolve(ref)
@@ -412,7 +414,9 @@ class Store:
         difference, relative change, fraction of elements changed).
         ``prefix`` keeps only key paths starting with it (e.g. ``"model/"``).
         """
-        return CheckpointComparer(self.engine, self._reader, self._progress).diff(a, b, prefix)
+        side_a = self._listed(a, self.resolve(a))
+        side_b = self._listed(b, self.resolve(b))
+        return CheckpointComparer(self._reader, self._progress).diff(side_a, side_b, prefix)
 
     def log(
         self, ref: str = refs.DEFAULT_BRANCH, limit: int | None = None
@@ -503,16 +507,9 @@ class Store:
         .pth).  The file appears whole or not at all.
         """
         checkpoint_id = self.resolve(ref)
-        _, present = self._present(ref, checkpoint_id)
-        return export_checkpoint(
-            self._reader,
-            checkpoint_id,
-            path,
-            format=format,
-            prefix=prefix,
-            progress=self._progress,
-            present=present,
-        )
+        target = export_target(path, format, prefix)
+        listed = self._listed(ref, checkpoint_id)
+        return export_checkpoint(self._reader, listed, target, self._progress)
 
     def import_path(
         self,

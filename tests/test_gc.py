@@ -16,6 +16,7 @@ import multiprocessing
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -656,21 +657,38 @@ def test_gc_empties_a_store_whose_history_was_all_forgotten(store: deltastore.St
     assert all(journal.read(store.objects, object_id) for object_id in store.objects.iter_ids())
 
 
+@pytest.fixture(params=["manifest", "chunks"])
+def racing(
+    request: pytest.FixtureRequest, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[deltastore.Store, str]]:
+    """A store of two versions of "w", and the older one's id: forget and gc collect it just
+    before a read fetches its manifest, or once the read decodes chunks, as a gc in another
+    process could (reads take no lock).
+
+    Chunks are stored whole, so the older one's chunks go too (a delta's base would stay).
+    """
+    with deltastore.open(store_path, create=True, progress=False, delta=False) as store:
+        old = store.save({"w": torch.arange(4096, dtype=torch.float32)})
+        store.save({"w": torch.arange(4096, dtype=torch.float32) * 2})
+        step: Any = store.objects if request.param == "manifest" else store._reader
+        name = "get" if request.param == "manifest" else "restore_entries"
+        real = getattr(step, name)
+
+        def collected_first(*args: Any, **kwargs: Any) -> Any:
+            monkeypatch.setattr(step, name, real)  # once
+            store.forget(KeepPolicy(last=1))
+            store.gc()
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(step, name, collected_first)
+        yield store, old
+
+
 def test_a_load_racing_the_gc_that_collects_its_checkpoint_says_so(
-    store: deltastore.Store, monkeypatch: pytest.MonkeyPatch
+    racing: tuple[deltastore.Store, str],
 ) -> None:
     """Loads take no lock: a checkpoint forgotten and collected mid-read is not 'corrupt'."""
-    old = store.save({"w": torch.arange(4096, dtype=torch.float32)})
-    store.save({"w": torch.arange(4096, dtype=torch.float32) * 2})
-    reader = store._reader
-    real = reader.load_entry
-
-    def collected_first(*args: Any, **kwargs: Any) -> Any:
-        store.forget(KeepPolicy(last=1))
-        store.gc()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(reader, "load_entry", collected_first)
+    store, old = racing
     with pytest.raises(RefNotFoundError, match="forgotten and collected while it was read"):
         store.load_tensor(old, "w")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from deltastore import arrays, tree
 from deltastore.errors import ExportDtypeError, ExportError
 from deltastore.exchange import safetensors_format
 from deltastore.exchange.atomic import atomic_file
-from deltastore.load import CheckpointReader, Progress, read_manifest, without_thinned
+from deltastore.load import CheckpointReader, ListedCheckpoint, Progress
 from deltastore.manifest import Manifest, ManifestEntry
 
 SAFETENSORS = "safetensors"
@@ -83,36 +83,43 @@ def choose_format(path: Path, format: str | None) -> str:
     return found
 
 
-def export_checkpoint(
-    reader: CheckpointReader,
-    checkpoint_id: str,
-    path: str | os.PathLike[str],
-    *,
-    format: str | None = None,
-    prefix: str | None = None,
-    progress: ProgressFactory | None = None,
-    present: Collection[str] | None = None,
-) -> Path:
-    """Write checkpoint ``checkpoint_id`` (or its subtree at ``prefix``) to ``path``.
+@dataclass(frozen=True)
+class ExportTarget:
+    """The file an export writes, in which format, and the key prefix it keeps."""
 
-    ``present``: the key paths the catalog still has; entries thinned out of
-    the checkpoint are left out of the file, as a load leaves them out.
-    Everything that can be refused (format, prefix, dtypes, names) is checked
-    before the file is created.
-    """
+    path: Path
+    format: str
+    prefix: str
+
+
+def export_target(
+    path: str | os.PathLike[str], format: str | None = None, prefix: str | None = None
+) -> ExportTarget:
+    """Check what an export can refuse before the checkpoint is read: format and folder."""
     target = Path(path)
     chosen = choose_format(target, format)
-    key_prefix = normalize_prefix(prefix)
     _check_folder(target)
-    m = read_manifest(reader.objects, checkpoint_id)
-    if present is not None:
-        m = without_thinned(m, present)
-    job = _Job(reader, checkpoint_id, m, target, key_prefix, progress)
-    if chosen == SAFETENSORS:
+    return ExportTarget(target, chosen, normalize_prefix(prefix))
+
+
+def export_checkpoint(
+    reader: CheckpointReader,
+    listed: ListedCheckpoint,
+    target: ExportTarget,
+    progress: ProgressFactory | None = None,
+) -> Path:
+    """Write a checkpoint (or its subtree at the target's prefix) to the target's file.
+
+    Entries ``thin`` removed are left out of the file, as a load leaves them
+    out.  Everything that can be refused (format, folder, prefix, dtypes,
+    names) is checked before the file is created.
+    """
+    job = _Job(reader, listed.id, listed.manifest, target.path, target.prefix, progress)
+    if target.format == SAFETENSORS:
         _write_safetensors(job)
     else:
         _write_torch(job)
-    return target
+    return target.path
 
 
 def _check_folder(target: Path) -> None:
