@@ -7,24 +7,38 @@ deltastore's first save, re-save of the unchanged state, and load (page cache
 warm), each as a ratio to torch.save/torch.load, and the bytes each stores.
 Targets (issue 2): first save <= 1.5x torch.save, unchanged re-save <= 0.3x,
 load <= 2x torch.load.
+
+Every figure is the median of ``--repeat`` rounds, each timed the way
+benchmarks/measure.py times the checkpoint sequences: nothing dirty in the page
+cache when the clock starts, the cyclic garbage collector paused.  Each round
+writes somewhere new, as a training run does: torch.save a new file, the first
+save a new store (created and opened untimed; rounds that reused one path
+paid for the previous round's deletion: ext4 scans recently freed inodes when
+it allocates, ~0.6 ms per new file here).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import math
 import os
 import shutil
 import statistics
+import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: import the suite as the package it is
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import torch
 
 import deltastore
+from benchmarks import measure
 
 
 def trained_like_state(size_mb: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -55,16 +69,12 @@ def trained_like_state(size_mb: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def timed(fn: Callable[[], Any], repeat: int, setup: Callable[[], None] | None = None) -> float:
-    """Median wall seconds of ``fn`` over ``repeat`` runs (``setup`` untimed before each)."""
-    times = []
-    for _ in range(repeat):
-        if setup:
-            setup()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(make_round: Callable[[], Callable[[], Any]], repeat: int) -> float:
+    """Median wall seconds over ``repeat`` rounds.
+
+    ``make_round()`` prepares a round (untimed) and returns the call to time.
+    """
+    return statistics.median(measure.timed(make_round()) for _ in range(repeat))
 
 
 def dir_bytes(path: Path) -> int:
@@ -74,7 +84,7 @@ def dir_bytes(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     parser.add_argument("--codec", default="zstd", choices=["zstd", "lz4"])
     args = parser.parse_args()
@@ -82,46 +92,62 @@ def main() -> None:
     state = trained_like_state(args.size_mb)
     logical = sum(t.numel() * t.element_size() for t in state.values())
     work = Path(tempfile.mkdtemp(prefix="ds-bench-", dir=args.dir))
+    rounds = itertools.count()
+    opened: list[deltastore.Store] = []
     try:
         pt = work / "state.pt"
-        t_save = timed(lambda: torch.save(state, pt), args.repeat)
 
-        def save_and_fsync() -> None:
-            with pt.open("wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
+        def torch_save() -> Callable[[], Any]:
+            return functools.partial(torch.save, state, work / f"{next(rounds)}.pt")
 
-        t_save_sync = timed(save_and_fsync, args.repeat)
+        def torch_save_fsync() -> Callable[[], Any]:
+            path = work / f"{next(rounds)}.pt"
+
+            def save_and_fsync() -> None:
+                with path.open("wb") as f:
+                    torch.save(state, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+
+            return save_and_fsync
+
+        t_save = timed(torch_save, args.repeat)
+        t_save_sync = timed(torch_save_fsync, args.repeat)
+        torch.save(state, pt)
         pt_bytes = pt.stat().st_size
         torch.load(pt, weights_only=True)  # warm the page cache
-        t_load = timed(lambda: torch.load(pt, weights_only=True), args.repeat)
+        t_load = timed(lambda: functools.partial(torch.load, pt, weights_only=True), args.repeat)
 
-        root = work / "store"
+        def first_save(durable: bool) -> Callable[[], Callable[[], Any]]:
+            def make_round() -> Callable[[], Any]:
+                store = deltastore.open(
+                    work / f"store-{next(rounds)}",
+                    create=True,
+                    codec=args.codec,
+                    progress=False,
+                    durable=durable,
+                )
+                opened.append(store)
+                return functools.partial(store.save, state, "first")
 
-        def fresh() -> None:
-            shutil.rmtree(root, ignore_errors=True)
-            deltastore.init(root)
+            return make_round
 
-        def first_save(durable: bool) -> None:
-            with deltastore.open(root, codec=args.codec, progress=False, durable=durable) as s:
-                s.save(state, "first")
-
-        t_first_nosync = timed(lambda: first_save(False), args.repeat, setup=fresh)
-        t_first = timed(lambda: first_save(True), args.repeat, setup=fresh)
-        stored_first = dir_bytes(root / "objects")
-        store = deltastore.open(root, codec=args.codec, progress=False)
-        t_resave = timed(lambda: store.save(state, "again"), args.repeat)
-        stored_after = dir_bytes(root / "objects")
+        t_first_nosync = timed(first_save(False), args.repeat)
+        t_first = timed(first_save(True), args.repeat)
+        store = opened[-1]
+        stored_first = dir_bytes(store.root / "objects")
+        t_resave = timed(lambda: functools.partial(store.save, state, "again"), args.repeat)
+        stored_after = dir_bytes(store.root / "objects")
         store.load()  # warm
-        t_ds_load = timed(store.load, args.repeat)
+        t_ds_load = timed(lambda: store.load, args.repeat)
         restored = store.load()
         exact = all(
             torch.equal(restored[k].view(torch.int32), v.view(torch.int32))
             for k, v in state.items()
         )
-        store.close()
     finally:
+        for opened_store in opened:
+            opened_store.close()
         shutil.rmtree(work, ignore_errors=True)
 
     gb = logical / 1e9

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from deltastore.arrays import ArrayBytes
 from deltastore.catalog.queries import EntryChunks
 from deltastore.memory import huge_page_buffer
@@ -114,7 +116,10 @@ class BaseCopies:
             if not self._free:
                 self._grow()
             view = self._free.pop()
-        view[:] = data
+        # numpy copies with the GIL released; a memoryview assignment holds it, and
+        # a first save's copies (page faults into fresh memory) then stalled the
+        # other encoder every time it came back from hashing or compressing.
+        np.copyto(np.frombuffer(view, np.uint8), np.frombuffer(data, np.uint8))
         return view
 
     def recycle(self, kept: Iterable[Kept]) -> None:
