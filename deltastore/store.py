@@ -344,11 +344,11 @@ class Store:
         Entries ``thin`` removed are left out: gone from their dicts, None in
         their lists and tuples.
         """
-        checkpoint_id = self.resolve(ref)
-        with self._collected_meanwhile(ref, checkpoint_id):
-            listed = self._listed(ref, checkpoint_id)
-            with self._progress(listed.info.logical_bytes, "load") as progress:
-                return self._reader.load(listed, progress)
+        with (
+            self._reading(ref) as listed,
+            self._progress(listed.info.logical_bytes, "load") as progress,
+        ):
+            return self._reader.load(listed, progress)
 
     def load_tensor(self, ref: str, key_path: str) -> Any:
         """Restore one array entry without decoding the others.
@@ -356,20 +356,24 @@ class Store:
         EntryNotFoundError if the checkpoint has no such entry (EntryThinnedError,
         a subclass, if ``thin`` removed it).
         """
-        checkpoint_id = self.resolve(ref)
-        with self._collected_meanwhile(ref, checkpoint_id):
-            return self._reader.load_entry(self._listed(ref, checkpoint_id), key_path)
+        with self._reading(ref) as listed:
+            return self._reader.load_entry(listed, key_path)
 
     @contextmanager
-    def _collected_meanwhile(self, ref: str, checkpoint_id: str) -> Iterator[None]:
-        """Tell a checkpoint that forget+gc removed while it was read from a damaged one.
+    def _reading(self, ref: str) -> Iterator[ListedCheckpoint]:
+        """Checkpoint ``ref`` as the catalog lists it (:meth:`_listed`), for the block to read.
 
-        Loads take no lock (gc.py): an object gone mid-read is corruption only if
-        the catalog still lists the checkpoint.
+        Reads (load, export, diff) take no lock (gc.py): an object gone mid-read
+        is corruption only if the catalog still lists the checkpoint it was read
+        for; one that forget and gc removed meanwhile is RefNotFoundError.  A diff
+        nests two: each answers for errors naming its own checkpoint.
         """
+        checkpoint_id = self.resolve(ref)
         try:
-            yield
-        except CorruptObjectError:
+            yield self._listed(ref, checkpoint_id)
+        except CorruptObjectError as exc:
+            if exc.checkpoint_id not in (None, checkpoint_id):
+                raise
             with read_transaction(self.engine) as conn:
                 gone = queries.get_checkpoint(conn, checkpoint_id) is None
             if gone:
@@ -382,8 +386,8 @@ class Store:
         """The checkpoint as the catalog lists it now, its manifest without thinned entries.
 
         What load, export and diff read: thin removes entries from the catalog
-        only, as manifests are immutable.  Reads the manifest, so callers catch
-        a concurrent gc around it (:meth:`_collected_meanwhile`).
+        only, as manifests are immutable.  Reads the manifest, so it runs inside
+        :meth:`_reading`, which tells a concurrent gc from corruption.
         """
         with read_transaction(self.engine) as conn:
             found = queries.get_checkpoint(conn, checkpoint_id)
@@ -414,9 +418,8 @@ class Store:
         difference, relative change, fraction of elements changed).
         ``prefix`` keeps only key paths starting with it (e.g. ``"model/"``).
         """
-        side_a = self._listed(a, self.resolve(a))
-        side_b = self._listed(b, self.resolve(b))
-        return CheckpointComparer(self._reader, self._progress).diff(side_a, side_b, prefix)
+        with self._reading(a) as side_a, self._reading(b) as side_b:
+            return CheckpointComparer(self._reader, self._progress).diff(side_a, side_b, prefix)
 
     def log(
         self, ref: str = refs.DEFAULT_BRANCH, limit: int | None = None
@@ -506,10 +509,9 @@ class Store:
         become tensors); by default the extension decides (.safetensors, .pt,
         .pth).  The file appears whole or not at all.
         """
-        checkpoint_id = self.resolve(ref)
         target = export_target(path, format, prefix)
-        listed = self._listed(ref, checkpoint_id)
-        return export_checkpoint(self._reader, listed, target, self._progress)
+        with self._reading(ref) as listed:
+            return export_checkpoint(self._reader, listed, target, self._progress)
 
     def import_path(
         self,

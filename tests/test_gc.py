@@ -662,8 +662,8 @@ def racing(
     request: pytest.FixtureRequest, store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[deltastore.Store, str]]:
     """A store of two versions of "w", and the older one's id: forget and gc collect it just
-    before a read fetches its manifest, or once the read decodes chunks, as a gc in another
-    process could (reads take no lock).
+    before a read fetches its manifest, or decodes its chunks, as a gc in another process
+    could (reads take no lock).
 
     Chunks are stored whole, so the older one's chunks go too (a delta's base would stay).
     """
@@ -674,11 +674,12 @@ def racing(
         name = "get" if request.param == "manifest" else "restore_entries"
         real = getattr(step, name)
 
-        def collected_first(*args: Any, **kwargs: Any) -> Any:
-            monkeypatch.setattr(step, name, real)  # once
-            store.forget(KeepPolicy(last=1))
-            store.gc()
-            return real(*args, **kwargs)
+        def collected_first(first: str, *args: Any, **kwargs: Any) -> Any:
+            if first == old:  # its manifest's id, or the checkpoint restored
+                monkeypatch.setattr(step, name, real)  # once
+                store.forget(KeepPolicy(last=1))
+                store.gc()
+            return real(first, *args, **kwargs)
 
         monkeypatch.setattr(step, name, collected_first)
         yield store, old
@@ -693,6 +694,53 @@ def test_a_load_racing_the_gc_that_collects_its_checkpoint_says_so(
         store.load_tensor(old, "w")
 
 
+@pytest.mark.parametrize("older_side", ["a", "b"])
+def test_a_diff_racing_the_gc_that_collects_a_side_says_so(
+    racing: tuple[deltastore.Store, str], older_side: str
+) -> None:
+    """diff read like load but reported a side collected meanwhile as a corrupt object."""
+    store, old = racing
+    sides = (old, "main") if older_side == "a" else ("main", old)
+    with pytest.raises(RefNotFoundError, match="forgotten and collected while") as raised:
+        store.diff(*sides)
+    assert raised.value.ref == old
+
+
+def test_a_diff_blames_a_collected_side_only_for_its_own_objects(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a is collected mid-diff, and an object of b, which stays listed, is missing: that is
+    b's corruption, not 'a was collected'."""
+    with deltastore.open(store_path, create=True, progress=False, delta=False) as store:
+        old = store.save({"w": torch.arange(4096, dtype=torch.float32)})
+        new = store.save({"w": torch.arange(4096, dtype=torch.float32) * 2})
+        for object_id in chunk_ids(store, new)["w"]:
+            store.objects.delete(object_id)
+        real = store._reader.restore_entries
+
+        def collected_before_b(checkpoint_id: str, *args: Any, **kwargs: Any) -> Any:
+            if checkpoint_id == new:  # a is decoded by now
+                store.forget(KeepPolicy(last=1))
+                store.gc()
+            return real(checkpoint_id, *args, **kwargs)
+
+        monkeypatch.setattr(store._reader, "restore_entries", collected_before_b)
+        with pytest.raises(CorruptObjectError, match="missing") as raised:
+            store.diff(old, new)
+        assert raised.value.checkpoint_id == new
+
+
+@pytest.mark.parametrize("name", ["old.safetensors", "old.pt"])
+def test_an_export_racing_the_gc_that_collects_its_checkpoint_says_so(
+    racing: tuple[deltastore.Store, str], tmp_path: Path, name: str
+) -> None:
+    """export read like load but reported its checkpoint collected meanwhile as corrupt."""
+    store, old = racing
+    with pytest.raises(RefNotFoundError, match="forgotten and collected while it was read"):
+        store.export(old, tmp_path / name)
+    assert [p.name for p in tmp_path.iterdir()] == ["store"]  # no file, no temp file
+
+
 def test_a_missing_object_of_a_listed_checkpoint_is_still_corruption(
     store: deltastore.Store,
 ) -> None:
@@ -702,3 +750,18 @@ def test_a_missing_object_of_a_listed_checkpoint_is_still_corruption(
             store.objects.delete(object_id)
     with pytest.raises(CorruptObjectError, match="missing"):
         store.load(checkpoint_id)
+
+
+def test_a_missing_object_of_listed_checkpoints_is_corruption_to_diff_and_export(
+    store: deltastore.Store, tmp_path: Path
+) -> None:
+    older = store.save({"w": torch.arange(4096, dtype=torch.float32)})
+    store.save({"w": torch.arange(4096, dtype=torch.float32) * 2})
+    for object_id in chunk_ids(store, older)["w"]:  # the newer one's delta base too
+        store.objects.delete(object_id)
+    with pytest.raises(CorruptObjectError, match="missing"):
+        store.diff(older, "main")
+    with pytest.raises(CorruptObjectError, match="missing"):
+        store.diff("main", older)
+    with pytest.raises(CorruptObjectError, match="missing"):
+        store.export(older, tmp_path / "older.pt")
