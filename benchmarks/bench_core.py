@@ -11,10 +11,13 @@ load <= 2x torch.load.
 Every figure is the median of ``--repeat`` rounds, each timed the way
 benchmarks/measure.py times the checkpoint sequences: nothing dirty in the page
 cache when the clock starts, the cyclic garbage collector paused.  Each round
-writes somewhere new, as a training run does: torch.save a new file, the first
-save a new store (created and opened untimed; rounds that reused one path
-paid for the previous round's deletion: ext4 scans recently freed inodes when
-it allocates, ~0.6 ms per new file here).
+writes to a path never used before (torch.save a new file, the first save a
+new store, created and opened untimed), and the previous round's output is
+deleted before it, untimed, for both tools alike.  Re-creating one path made
+the store pay for its own deletion: ext4 scans recently freed inodes when it
+allocates in the same folder, ~0.6 ms per new file here.  Deleting keeps the
+memory the rounds write into the same: on this VM, page-cache memory the guest
+never touched costs ~3x more to fill than memory it freed.
 """
 
 from __future__ import annotations
@@ -93,15 +96,27 @@ def main() -> None:
     logical = sum(t.numel() * t.element_size() for t in state.values())
     work = Path(tempfile.mkdtemp(prefix="ds-bench-", dir=args.dir))
     rounds = itertools.count()
+    previous: list[Path] = []  # what the last round wrote, removed before the next one
     opened: list[deltastore.Store] = []
+
+    def new_output(name: str) -> Path:
+        """A path never used before; the last round's output is removed first (untimed)."""
+        for store in opened:
+            store.close()
+        opened.clear()
+        for path in previous:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        previous[:] = [work / f"{next(rounds)}-{name}"]
+        return previous[0]
+
     try:
         pt = work / "state.pt"
 
         def torch_save() -> Callable[[], Any]:
-            return functools.partial(torch.save, state, work / f"{next(rounds)}.pt")
+            return functools.partial(torch.save, state, new_output("state.pt"))
 
         def torch_save_fsync() -> Callable[[], Any]:
-            path = work / f"{next(rounds)}.pt"
+            path = new_output("state.pt")
 
             def save_and_fsync() -> None:
                 with path.open("wb") as f:
@@ -121,7 +136,7 @@ def main() -> None:
         def first_save(durable: bool) -> Callable[[], Callable[[], Any]]:
             def make_round() -> Callable[[], Any]:
                 store = deltastore.open(
-                    work / f"store-{next(rounds)}",
+                    new_output("store"),
                     create=True,
                     codec=args.codec,
                     progress=False,

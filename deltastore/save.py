@@ -13,6 +13,7 @@ kernel, the compressors and file I/O all release the GIL.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +37,9 @@ from deltastore.delta import (
     Kept,
     RecentChunks,
     delta_eligible,
+    parent_chunks,
     plan_bases,
+    same_bytes,
 )
 from deltastore.errors import ConcurrentUpdateError, UnsupportedTypeError
 from deltastore.ids import digest
@@ -70,6 +73,7 @@ class _Job:
     """One chunk's work, with what its task needs to know about its entry."""
 
     chunk: _Chunk
+    parent_id: str | None  # the same chunk in the parent, if the entry lines up
     base: Base | None  # planned delta base
     decision: Future[bool] | None  # the entry's delta-or-full decision
     decides: bool  # this chunk makes that decision
@@ -83,6 +87,7 @@ class _Outcome:
     kept: Kept | None  # the chunk's raw bytes, the next save's base, when worth keeping
     on_disk: bool  # not written: an object file of that id exists, maybe uncatalogued
     raw_bytes: int
+    snapshot: Kept | None = None  # the copy this task made (recycled unless kept)
 
 
 @dataclass
@@ -238,6 +243,16 @@ class CheckpointWriter:
             self._hints[job.hint_key] = (won, age)
         return new, won
 
+    def _unchanged(self, job: _Job, depths: dict[str, int], recent: dict[str, Kept]) -> Kept | None:
+        """The parent's kept copy of this chunk, if the chunk still holds exactly its bytes."""
+        parent_id = job.parent_id
+        if parent_id is None or parent_id not in depths:
+            return None
+        copy = recent.get(parent_id)
+        if copy is None or not same_bytes(job.chunk.data, copy):
+            return None
+        return copy
+
     def _process(
         self,
         job: _Job,
@@ -247,21 +262,35 @@ class CheckpointWriter:
     ) -> _Outcome:
         """Hash one chunk; if the store lacks it, encode and write it; keep it as a base.
 
+        A delta-eligible chunk equal to the parent's kept copy is the parent's
+        chunk, found without hashing.  Otherwise it is copied first, and its id,
+        its object and the next save's base all come from that private copy:
+        the three agree even if the caller's memory changed meanwhile.
+
         A decider always settles its entry's decision, so the chunks waiting on
         it cannot hang (they were queued after it, so it is running or done).
         """
         try:
+            size = len(job.chunk.data)
+            snapshot: Kept | None = None
+            if job.chunk.keep:
+                same = self._unchanged(job, depths, recent)
+                if same is not None:
+                    assert job.parent_id is not None
+                    return _Outcome(job.parent_id, None, same, False, size)
+                snapshot = self.copies.copy(job.chunk.data)
+                job = dataclasses.replace(
+                    job, chunk=dataclasses.replace(job.chunk, data=memoryview(snapshot))
+                )
             chunk = job.chunk
-            size = len(chunk.data)
             object_id = digest(chunk.data).hex()
-            kept = recent.get(object_id) if chunk.keep else None
             with self._claim_lock:
                 first = object_id not in claimed
                 claimed.add(object_id)
             if object_id in depths or not first:
-                return _Outcome(object_id, None, kept, False, size)
+                return _Outcome(object_id, None, snapshot, False, size, snapshot)
             if self.objects.adopt(object_id):  # left by a dead save, or another's in flight
-                return _Outcome(object_id, None, kept, True, size)
+                return _Outcome(object_id, None, snapshot, True, size, snapshot)
             if job.decides:
                 assert job.base is not None and job.decision is not None
                 new, won = self._decide(job, object_id, recent)
@@ -270,13 +299,9 @@ class CheckpointWriter:
                 use_base = job.decision is not None and job.decision.result()
                 parts = self._encode(chunk, job.base if use_base else None, recent)
                 new = self._put(chunk, object_id, parts, job.base if use_base else None)
-            if chunk.keep and kept is None and new.depth < chains.MAX_DEPTH:
-                # Copy now, while the caller's tensors are unchanged (the optimizer updates
-                # them in place once save returns).  A chunk at the end of its chain is
-                # not copied: its next version is a keyframe.  Unchanged chunks are not
-                # copied either: a later save that needs one decodes it from the store.
-                kept = self.copies.copy(chunk.data)
-            return _Outcome(object_id, new, kept, False, size)
+            # A chunk at the end of its chain is not kept: its next version is a keyframe.
+            kept = snapshot if new.depth < chains.MAX_DEPTH else None
+            return _Outcome(object_id, new, kept, False, size, snapshot)
         except BaseException as exc:
             if job.decides and job.decision is not None and not job.decision.done():
                 job.decision.set_exception(exc)
@@ -287,8 +312,9 @@ class CheckpointWriter:
 
     def _plan(
         self, leaves: Sequence[tuple[str, ArrayBytes]], chunks: list[_Chunk], parent: str | None
-    ) -> tuple[list[list[Base | None]], dict[str, int]]:
-        """Each chunk's planned base, and the chain depth of the parent's chunks in the catalog.
+    ) -> tuple[list[list[str | None]], list[list[Base | None]], dict[str, int]]:
+        """Each chunk's counterpart in the parent, its planned base, and the chain depth
+        of the parent's chunks in the catalog.
 
         Every chunk of this save found among those depths is known to the
         catalog and is not written again.
@@ -297,19 +323,21 @@ class CheckpointWriter:
         for chunk in chunks:
             counts[chunk.entry] += 1
         if parent is None:
-            return [[None] * n for n in counts], {}
+            return [[None] * n for n in counts], [[None] * n for n in counts], {}
         with read_transaction(self.engine) as conn:
             before = queries.entry_chunks_of(conn, parent)
             depths = queries.object_depths(
                 conn, {cid for entry in before.values() for cid in entry.chunk_ids}
             )
         if not self.delta:
-            return [[None] * n for n in counts], depths
-        return plan_bases(leaves, counts, before, depths), depths
+            return [[None] * n for n in counts], [[None] * n for n in counts], depths
+        parents = parent_chunks(leaves, counts, before)
+        return parents, plan_bases(parents, depths), depths
 
     def _jobs(
         self,
         chunks: list[_Chunk],
+        parents: list[list[str | None]],
         plan: list[list[Base | None]],
         paths: Sequence[str],
         branch: str,
@@ -323,6 +351,7 @@ class CheckpointWriter:
         return [
             _Job(
                 chunk,
+                parents[chunk.entry][chunk.index],
                 plan[chunk.entry][chunk.index],
                 decisions.get(chunk.entry),
                 deciders.get(chunk.entry) == chunk.index,
@@ -346,8 +375,8 @@ class CheckpointWriter:
         for a task that is already running.
         """
         chunks = self._cut(leaves)
-        plan, depths = self._plan(leaves, chunks, parent)
-        jobs = self._jobs(chunks, plan, [path for path, _ in leaves], branch)
+        parents, plan, depths = self._plan(leaves, chunks, parent)
+        jobs = self._jobs(chunks, parents, plan, [path for path, _ in leaves], branch)
         recent = self.recent.for_parent(branch, parent)
         claimed: set[str] = set()
         order = sorted(range(len(jobs)), key=lambda k: not jobs[k].decides)  # stable
@@ -360,8 +389,22 @@ class CheckpointWriter:
         per_entry: list[list[str]] = [[] for _ in leaves]
         for chunk, outcome in zip(chunks, outcomes, strict=True):
             per_entry[chunk.entry].append(outcome.object_id)
-        recent_next = {o.object_id: o.kept for o in outcomes if o.kept is not None}
-        return _Written(per_entry, new_objects, recent_next)
+        return _Written(per_entry, new_objects, self._keep(outcomes))
+
+    def _keep(self, outcomes: Sequence[_Outcome]) -> dict[str, Kept]:
+        """The next save's bases: one copy per chunk id; this save's other copies are recycled.
+
+        A copy is recycled only here, after every task is done with it.
+        """
+        kept: dict[str, Kept] = {}
+        for outcome in outcomes:
+            if outcome.kept is not None:
+                kept.setdefault(outcome.object_id, outcome.kept)
+        in_use = {id(k) for k in kept.values()}
+        self.copies.recycle(
+            o.snapshot for o in outcomes if o.snapshot is not None and id(o.snapshot) not in in_use
+        )
+        return kept
 
     def _uncatalogued(
         self, outcomes: list[_Outcome], chunks: list[_Chunk]

@@ -195,3 +195,79 @@ def test_an_entrys_decision_is_reused_then_measured_again(
             assert_same(store.load(f"main~{len(states) - 1 - n}"), state)
         noise = entry_objects(store, "main", "noise")
         assert all(read_header(store.objects.get(o), o).base_id is None for o in noise)
+
+
+def test_unchanged_chunks_are_recognised_by_their_kept_copy_without_hashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen tensor saved again is compared with the copy kept from the last save, not hashed;
+    a tensor that changed in one element is hashed and stored as its own chunk."""
+    from deltastore import save
+
+    hashed: list[int] = []
+    real_digest = save.digest
+
+    def counting_digest(data: Any) -> bytes:
+        hashed.append(len(data))
+        return real_digest(data)
+
+    monkeypatch.setattr(save, "digest", counting_digest)
+    frozen = trained_like((256, 256))  # 4 chunks of 64 KiB
+    trained = trained_like((128, 128)) * 2  # 1 chunk
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        store.save({"frozen": frozen, "trained": trained})
+        assert len(hashed) == 5
+        hashed.clear()
+        trained[7, 7] += 1
+        store.save({"frozen": frozen, "trained": trained})
+        assert hashed == [65536]  # only the changed chunk
+        assert entry_objects(store, "main", "frozen") == entry_objects(store, "main~1", "frozen")
+        assert entry_objects(store, "main", "trained") != entry_objects(store, "main~1", "trained")
+        assert_same(store.load("main"), {"frozen": frozen, "trained": trained})
+
+
+def test_a_chunk_changed_after_its_id_was_taken_is_stored_as_the_bytes_that_were_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Id, object and kept copy come from one private snapshot of the chunk.
+
+    The caller's memory is changed right after the chunk is hashed (as a
+    racing thread would): the stored object still decodes to bytes that hash
+    to its id, and the next save, comparing against the kept copy, still
+    finds the caller's new bytes changed and stores them.
+    """
+    from deltastore import save
+
+    w = trained_like((128, 128))
+    original = w.clone()
+    real_digest = save.digest
+    mutated: list[bool] = []
+
+    def digest_then_mutate(data: Any) -> bytes:
+        result = real_digest(data)
+        if not mutated:
+            mutated.append(True)
+            w.add_(1.0)  # the caller's tensor, not the snapshot being hashed
+        return result
+
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        monkeypatch.setattr(save, "digest", digest_then_mutate)
+        store.save({"w": w})
+        monkeypatch.setattr(save, "digest", real_digest)
+        assert_same(store.load("main"), {"w": original})
+        store.save({"w": w})
+        assert_same(store.load("main"), {"w": w})
+        assert_same(store.load("main~1"), {"w": original})
+        assert store.verify(full=True).ok
+
+
+@pytest.mark.parametrize("size", [0, 3, 8, 64, 65, 4096, 65536 + 8])
+def test_same_bytes_finds_a_difference_anywhere(size: int) -> None:
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    assert delta.same_bytes(data, bytes(data))
+    for at in {0, size // 2, size - 1} if size else set():
+        changed = bytearray(data)
+        changed[at] ^= 1
+        assert not delta.same_bytes(data, bytes(changed))
+    assert not delta.same_bytes(data, data + b"\0")
