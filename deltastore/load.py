@@ -71,20 +71,26 @@ class ListedCheckpoint:
 
     ``manifest`` leaves out the entries ``thin`` removed (:func:`without_thinned`)
     and ``thinned`` names them, in manifest order; ``entries`` are the catalog's
-    rows.  Thin changes only the catalog: a manifest's hash is its checkpoint id.
+    rows, read only for a reader that asks (diff: load and export need just the
+    key paths, and the rows cost ~20 us each).  Thin changes only the catalog: a
+    manifest's hash is its checkpoint id.
     """
 
     info: CheckpointInfo
-    entries: list[EntryInfo]
+    entries: list[EntryInfo] | None
     manifest: Manifest
     thinned: tuple[str, ...]
 
     @classmethod
     def of(
-        cls, info: CheckpointInfo, entries: list[EntryInfo], saved: Manifest
+        cls,
+        info: CheckpointInfo,
+        present: set[str],
+        saved: Manifest,
+        entries: list[EntryInfo] | None = None,
     ) -> ListedCheckpoint:
-        """The catalog's row and entry rows of a checkpoint, with the manifest it was saved with."""
-        present = {e.key_path for e in entries}
+        """The catalog's row and listed key paths (or entry rows) of a checkpoint, with the
+        manifest it was saved with."""
         thinned = tuple(e.key_path for e in saved.entries if e.key_path not in present)
         return cls(info, entries, without_thinned(saved, present), thinned)
 

@@ -360,7 +360,7 @@ class Store:
             return self._reader.load_entry(listed, key_path)
 
     @contextmanager
-    def _reading(self, ref: str) -> Iterator[ListedCheckpoint]:
+    def _reading(self, ref: str, *, entries: bool = False) -> Iterator[ListedCheckpoint]:
         """Checkpoint ``ref`` as the catalog lists it (:meth:`_listed`), for the block to read.
 
         Reads (load, export, diff) take no lock (gc.py): an object gone mid-read
@@ -370,7 +370,7 @@ class Store:
         """
         checkpoint_id = self.resolve(ref)
         try:
-            yield self._listed(ref, checkpoint_id)
+            yield self._listed(ref, checkpoint_id, entries=entries)
         except CorruptObjectError as exc:
             if exc.checkpoint_id not in (None, checkpoint_id):
                 raise
@@ -382,19 +382,26 @@ class Store:
                 ) from None
             raise
 
-    def _listed(self, ref: str, checkpoint_id: str) -> ListedCheckpoint:
+    def _listed(self, ref: str, checkpoint_id: str, *, entries: bool) -> ListedCheckpoint:
         """The checkpoint as the catalog lists it now, its manifest without thinned entries.
 
         What load, export and diff read: thin removes entries from the catalog
-        only, as manifests are immutable.  Reads the manifest, so it runs inside
-        :meth:`_reading`, which tells a concurrent gc from corruption.
+        only, as manifests are immutable.  ``entries``: also the catalog's entry
+        rows (diff).  Reads the manifest, so it runs inside :meth:`_reading`,
+        which tells a concurrent gc from corruption.
         """
         with read_transaction(self.engine) as conn:
             found = queries.get_checkpoint(conn, checkpoint_id)
-            entries = queries.entries_of(conn, checkpoint_id)
+            rows = queries.entries_of(conn, checkpoint_id) if entries else None
+            present = (
+                {e.key_path for e in rows}
+                if rows is not None
+                else queries.key_paths_of(conn, checkpoint_id)
+            )
         if found is None:  # forgotten since resolve()
             raise RefNotFoundError(ref, "the checkpoint was removed meanwhile")
-        return ListedCheckpoint.of(found, entries, read_manifest(self.objects, checkpoint_id))
+        saved = read_manifest(self.objects, checkpoint_id)
+        return ListedCheckpoint.of(found, present, saved, rows)
 
     def info(self, ref: str) -> CheckpointInfo:
         checkpoint_id = self.resolve(ref)
@@ -418,7 +425,7 @@ class Store:
         difference, relative change, fraction of elements changed).
         ``prefix`` keeps only key paths starting with it (e.g. ``"model/"``).
         """
-        with self._reading(a) as side_a, self._reading(b) as side_b:
+        with self._reading(a, entries=True) as side_a, self._reading(b, entries=True) as side_b:
             return CheckpointComparer(self._reader, self._progress).diff(side_a, side_b, prefix)
 
     def log(
