@@ -229,7 +229,8 @@ class CheckpointComparer:
     def diff(
         self, a: ListedCheckpoint, b: ListedCheckpoint, prefix: str | None = None
     ) -> CheckpointDiff:
-        assert a.entries is not None and b.entries is not None, "read with entries=True"
+        if a.entries is None or b.entries is None:
+            raise ValueError("diff needs both checkpoints read with their entry rows")
         classified = classify(a.entries, b.entries, prefix, (a.thinned, b.thinned))
         sides = [_Side.of(a), _Side.of(b)]
         stats = self._measure(sides, [e for e in classified if e.status == CHANGED])

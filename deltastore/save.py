@@ -97,6 +97,7 @@ class _Written:  # mutable: new_objects is corrected after the writes land
     chunk_ids: list[list[str]]
     new_objects: list[queries.NewObject]
     recent: dict[str, Kept]
+    fresh: list[Kept]  # the copies among ``recent`` this save made: recycled if it fails
 
 
 def validate_inputs(message: str, step: int | None, metrics: Any) -> dict[str, float | int]:
@@ -270,9 +271,9 @@ class CheckpointWriter:
         A decider always settles its entry's decision, so the chunks waiting on
         it cannot hang (they were queued after it, so it is running or done).
         """
+        snapshot: Kept | None = None
         try:
             size = len(job.chunk.data)
-            snapshot: Kept | None = None
             if job.chunk.keep:
                 same = self._unchanged(job, depths, recent)
                 if same is not None:
@@ -305,6 +306,8 @@ class CheckpointWriter:
         except BaseException as exc:
             if job.decides and job.decision is not None and not job.decision.done():
                 job.decision.set_exception(exc)
+            if snapshot is not None:  # nobody else has seen it
+                self.copies.recycle([snapshot])
             raise
         finally:
             if job.decides and job.decision is not None and not job.decision.done():
@@ -383,13 +386,20 @@ class CheckpointWriter:
         futures: dict[int, Future[_Outcome]] = {
             k: self.pool.submit(self._process, jobs[k], depths, claimed, recent) for k in order
         }
-        outcomes = _gather([futures[k] for k in range(len(jobs))], progress, lambda o: o.raw_bytes)
+        ordered = [futures[k] for k in range(len(jobs))]
+        try:
+            outcomes = _gather(ordered, progress, lambda o: o.raw_bytes)
+        except BaseException:
+            self.copies.recycle(_snapshots_of_finished(ordered))
+            raise
         new_objects = [o.new for o in outcomes if o.new is not None]
         new_objects.extend(self._uncatalogued(outcomes, chunks))
         per_entry: list[list[str]] = [[] for _ in leaves]
         for chunk, outcome in zip(chunks, outcomes, strict=True):
             per_entry[chunk.entry].append(outcome.object_id)
-        return _Written(per_entry, new_objects, self._keep(outcomes))
+        kept = self._keep(outcomes)
+        made = {id(o.snapshot) for o in outcomes if o.snapshot is not None}
+        return _Written(per_entry, new_objects, kept, [k for k in kept.values() if id(k) in made])
 
     def _keep(self, outcomes: Sequence[_Outcome]) -> dict[str, Kept]:
         """The next save's bases: one copy per chunk id; this save's other copies are recycled.
@@ -520,6 +530,34 @@ class CheckpointWriter:
             with suppress(Exception):
                 self.objects.flush()
             raise
+        try:
+            return self._commit(
+                flat,
+                written,
+                branch=branch,
+                parent=parent,
+                message=message,
+                step=step,
+                metrics=metrics,
+            )
+        except BaseException:
+            # Not remembered as the branch's bases: give this save's copies back.
+            self.copies.recycle(written.fresh)
+            raise
+
+    def _commit(
+        self,
+        flat: tree.FlatState,
+        written: _Written,
+        *,
+        branch: str,
+        parent: str | None,
+        message: str,
+        step: int | None,
+        metrics: dict[str, float | int],
+    ) -> CheckpointInfo:
+        """Write the manifest, make every object durable, then record the checkpoint and move
+        the branch in one catalog transaction (re-parenting if another writer moved it)."""
         entries = tuple(
             ManifestEntry(
                 key_path=path,
@@ -613,6 +651,18 @@ def _gather(
         wait(futures)
         raise
     return results
+
+
+def _snapshots_of_finished(futures: Sequence[Future[_Outcome]]) -> list[Kept]:
+    """The copies made by the tasks that finished, when the save failed: to recycle."""
+    return [
+        outcome.snapshot
+        for f in futures
+        if f.done()
+        and not f.cancelled()
+        and f.exception() is None
+        and (outcome := f.result()).snapshot is not None
+    ]
 
 
 def _manifest_entries(entries: Sequence[ManifestEntry]) -> list[queries.NewEntry]:

@@ -271,3 +271,28 @@ def test_same_bytes_finds_a_difference_anywhere(size: int) -> None:
         changed[at] ^= 1
         assert not delta.same_bytes(data, bytes(changed))
     assert not delta.same_bytes(data, data + b"\0")
+
+
+@pytest.mark.parametrize("fail", ["flush", "put"])
+def test_a_failed_save_gives_its_base_copies_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: str
+) -> None:
+    """The copies a failing save made return to the writer's free list: a training loop whose
+    disk keeps failing must not map a new slab of memory every few saves."""
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        copies = store._writer.copies
+        store.save(drifting_state(1))
+        free_before = len(copies._free)
+
+        def failing(*args: Any, **kwargs: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(store.objects, "flush" if fail == "flush" else "put_parts", failing)
+        for step in range(2, 8):
+            with pytest.raises(OSError):
+                store.save(drifting_state(step))
+        monkeypatch.undo()
+        assert len(copies._free) == free_before
+        store.save(drifting_state(8))
+        assert_same(store.load("main"), drifting_state(8))
+        assert_same(store.load("main~1"), drifting_state(1))
