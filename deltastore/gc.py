@@ -26,6 +26,8 @@ from sqlalchemy import Connection, Engine
 from deltastore.catalog import queries
 from deltastore.catalog.engine import write_transaction
 from deltastore.codecs import Kind
+from deltastore.codecs.header import HEAD_BYTES, peek_kind
+from deltastore.errors import CorruptObjectError
 from deltastore.objects import ObjectStore
 from deltastore.progress import Batched, Progress, ProgressFactory, maybe
 
@@ -180,3 +182,25 @@ def sweep(
             progress(1)
     for name in garbage.temporaries:
         objects.delete_temporary(name)
+
+
+def unlisted_history(objects: ObjectStore, garbage: Garbage) -> bool:
+    """Whether files the catalog does not list include a manifest or a journal record.
+
+    A catalog that lists nothing while such files exist was recreated empty
+    (an older deltastore, a copy without it): its history is on disk and gc
+    must not sweep it.  Chunks alone are what saves that died before their
+    manifest leave, in a store that never committed one: garbage.  An object
+    whose header cannot be read counts as history (deleting is what cannot be
+    undone).
+    """
+    for object_id in garbage.files:
+        try:
+            kind = peek_kind(objects.read_head(object_id, HEAD_BYTES), object_id)
+        except CorruptObjectError:
+            if not objects.exists(object_id):  # gone since it was listed
+                continue
+            return True
+        if kind != Kind.CHUNK:
+            return True
+    return False

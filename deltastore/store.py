@@ -36,7 +36,7 @@ from deltastore.exchange.export import export_checkpoint, export_target
 from deltastore.exchange.imports import import_into
 from deltastore.forget import ForgetReport
 from deltastore.forget import forget as forget_checkpoints
-from deltastore.gc import GcReport, find_garbage, sweep
+from deltastore.gc import GcReport, find_garbage, sweep, unlisted_history
 from deltastore.gc import report as gc_report
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
 from deltastore.load import CheckpointReader, ListedCheckpoint, Progress, read_manifest
@@ -603,9 +603,9 @@ class Store:
         with layout.collecting(self.root):
             with read_transaction(self.engine) as conn:
                 garbage = find_garbage(conn, self.objects, progress=self._counting(OBJECTS))
-            if garbage.live == 0 and garbage.files:
-                # Nothing listed, not even the record of a forget that emptied the store: a
-                # catalog recreated empty (an older deltastore, a copy without it) looks so.
+            if garbage.live == 0 and unlisted_history(self.objects, garbage):
+                # Nothing listed, not even the record of a forget that emptied the store, while
+                # manifests are on disk: a catalog recreated empty looks so.
                 raise CatalogDamagedError(
                     str(self.root / layout.CATALOG_FILE),
                     f"it lists nothing while {len(garbage.files)} objects are on disk, so gc "

@@ -646,6 +646,19 @@ def test_gc_refuses_a_catalog_that_lists_nothing_while_objects_are_on_disk(
     assert main(["--store", str(root), "gc"]) == CatalogDamagedError.exit_code
 
 
+def test_gc_sweeps_what_dead_saves_left_in_a_store_that_never_committed(
+    store: deltastore.Store,
+) -> None:
+    """Chunks of saves that died before writing their manifest, in a store with no checkpoint
+    yet, are garbage: the empty catalog is not a damaged one (no manifest is on disk)."""
+    for n in range(3):
+        raw = f"leftover {n}".encode() * 64
+        store.objects.put_if_absent(hex_digest(raw), codecs.encode(raw, 1))
+    store.objects.flush()
+    assert store.gc().objects == 3
+    assert list(store.objects.iter_ids()) == []
+
+
 def test_gc_empties_a_store_whose_history_was_all_forgotten(store: deltastore.Store) -> None:
     store.save({"w": torch.arange(4096, dtype=torch.float32)})
     store.branch("keep")
