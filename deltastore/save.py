@@ -87,7 +87,6 @@ class _Outcome:
     kept: Kept | None  # the chunk's raw bytes, the next save's base, when worth keeping
     on_disk: bool  # not written: an object file of that id exists, maybe uncatalogued
     raw_bytes: int
-    snapshot: Kept | None = None  # the copy this task made (recycled unless kept)
 
 
 @dataclass
@@ -97,7 +96,6 @@ class _Written:  # mutable: new_objects is corrected after the writes land
     chunk_ids: list[list[str]]
     new_objects: list[queries.NewObject]
     recent: dict[str, Kept]
-    fresh: list[Kept]  # the copies among ``recent`` this save made: recycled if it fails
 
 
 def validate_inputs(message: str, step: int | None, metrics: Any) -> dict[str, float | int]:
@@ -260,6 +258,7 @@ class CheckpointWriter:
         depths: dict[str, int],
         claimed: set[str],
         recent: dict[str, Kept],
+        snapshots: list[Kept],
     ) -> _Outcome:
         """Hash one chunk; if the store lacks it, encode and write it; keep it as a base.
 
@@ -271,15 +270,16 @@ class CheckpointWriter:
         A decider always settles its entry's decision, so the chunks waiting on
         it cannot hang (they were queued after it, so it is running or done).
         """
-        snapshot: Kept | None = None
         try:
             size = len(job.chunk.data)
+            snapshot: Kept | None = None
             if job.chunk.keep:
                 same = self._unchanged(job, depths, recent)
                 if same is not None:
                     assert job.parent_id is not None
                     return _Outcome(job.parent_id, None, same, False, size)
                 snapshot = self.copies.copy(job.chunk.data)
+                snapshots.append(snapshot)
                 job = dataclasses.replace(
                     job, chunk=dataclasses.replace(job.chunk, data=memoryview(snapshot))
                 )
@@ -289,9 +289,9 @@ class CheckpointWriter:
                 first = object_id not in claimed
                 claimed.add(object_id)
             if object_id in depths or not first:
-                return _Outcome(object_id, None, snapshot, False, size, snapshot)
+                return _Outcome(object_id, None, snapshot, False, size)
             if self.objects.adopt(object_id):  # left by a dead save, or another's in flight
-                return _Outcome(object_id, None, snapshot, True, size, snapshot)
+                return _Outcome(object_id, None, snapshot, True, size)
             if job.decides:
                 assert job.base is not None and job.decision is not None
                 new, won = self._decide(job, object_id, recent)
@@ -302,12 +302,10 @@ class CheckpointWriter:
                 new = self._put(chunk, object_id, parts, job.base if use_base else None)
             # A chunk at the end of its chain is not kept: its next version is a keyframe.
             kept = snapshot if new.depth < chains.MAX_DEPTH else None
-            return _Outcome(object_id, new, kept, False, size, snapshot)
+            return _Outcome(object_id, new, kept, False, size)
         except BaseException as exc:
             if job.decides and job.decision is not None and not job.decision.done():
                 job.decision.set_exception(exc)
-            if snapshot is not None:  # nobody else has seen it
-                self.copies.recycle([snapshot])
             raise
         finally:
             if job.decides and job.decision is not None and not job.decision.done():
@@ -369,13 +367,15 @@ class CheckpointWriter:
         branch: str,
         parent: str | None,
         progress: Progress | None,
+        snapshots: list[Kept],
     ) -> _Written:
         """Store every chunk the store lacks, as a delta where that pays.
 
         Each chunk is one task: hash, skip it if the store has it, else encode
         and write it, so the disk is busy from the first chunk on.  Deciders are
         queued first: a task waiting for its entry's decision only ever waits
-        for a task that is already running.
+        for a task that is already running.  Every copy a task makes is added to
+        ``snapshots``, for the caller to recycle those not kept once the save is over.
         """
         chunks = self._cut(leaves)
         parents, plan, depths = self._plan(leaves, chunks, parent)
@@ -383,38 +383,26 @@ class CheckpointWriter:
         recent = self.recent.for_parent(branch, parent)
         claimed: set[str] = set()
         order = sorted(range(len(jobs)), key=lambda k: not jobs[k].decides)  # stable
-        futures: dict[int, Future[_Outcome]] = {
-            k: self.pool.submit(self._process, jobs[k], depths, claimed, recent) for k in order
-        }
-        ordered = [futures[k] for k in range(len(jobs))]
+        futures: dict[int, Future[_Outcome]] = {}
         try:
-            outcomes = _gather(ordered, progress, lambda o: o.raw_bytes)
-        except BaseException:
-            self.copies.recycle(_snapshots_of_finished(ordered))
+            for k in order:
+                futures[k] = self.pool.submit(
+                    self._process, jobs[k], depths, claimed, recent, snapshots
+                )
+        except BaseException:  # interrupted while submitting: no task may outlive the save
+            _cancel_and_wait(list(futures.values()))
             raise
+        outcomes = _gather([futures[k] for k in range(len(jobs))], progress, lambda o: o.raw_bytes)
         new_objects = [o.new for o in outcomes if o.new is not None]
         new_objects.extend(self._uncatalogued(outcomes, chunks))
         per_entry: list[list[str]] = [[] for _ in leaves]
         for chunk, outcome in zip(chunks, outcomes, strict=True):
             per_entry[chunk.entry].append(outcome.object_id)
-        kept = self._keep(outcomes)
-        made = {id(o.snapshot) for o in outcomes if o.snapshot is not None}
-        return _Written(per_entry, new_objects, kept, [k for k in kept.values() if id(k) in made])
-
-    def _keep(self, outcomes: Sequence[_Outcome]) -> dict[str, Kept]:
-        """The next save's bases: one copy per chunk id; this save's other copies are recycled.
-
-        A copy is recycled only here, after every task is done with it.
-        """
-        kept: dict[str, Kept] = {}
+        kept: dict[str, Kept] = {}  # the next save's bases: one copy per chunk id
         for outcome in outcomes:
             if outcome.kept is not None:
                 kept.setdefault(outcome.object_id, outcome.kept)
-        in_use = {id(k) for k in kept.values()}
-        self.copies.recycle(
-            o.snapshot for o in outcomes if o.snapshot is not None and id(o.snapshot) not in in_use
-        )
-        return kept
+        return _Written(per_entry, new_objects, kept)
 
     def _uncatalogued(
         self, outcomes: list[_Outcome], chunks: list[_Chunk]
@@ -522,16 +510,18 @@ class CheckpointWriter:
             head = queries.get_ref(conn, branch)
             self._after_gc(queries.get_meta(conn).get(queries.GC_GENERATION))
         parent = head[1] if head else None
+        snapshots: list[Kept] = []
+        remembered: dict[str, Kept] = {}
         try:
-            written = self.write_chunks(flat.leaves, branch, parent, progress)
-        except BaseException:
-            # Let the writes already started finish (or fail) now, so that their
-            # errors do not surface in a later, unrelated save.
-            with suppress(Exception):
-                self.objects.flush()
-            raise
-        try:
-            return self._commit(
+            try:
+                written = self.write_chunks(flat.leaves, branch, parent, progress, snapshots)
+            except BaseException:
+                # Let the writes already started finish (or fail) now, so that their
+                # errors do not surface in a later, unrelated save.
+                with suppress(Exception):
+                    self.objects.flush()
+                raise
+            info = self._commit(
                 flat,
                 written,
                 branch=branch,
@@ -540,10 +530,14 @@ class CheckpointWriter:
                 step=step,
                 metrics=metrics,
             )
-        except BaseException:
-            # Not remembered as the branch's bases: give this save's copies back.
-            self.copies.recycle(written.fresh)
-            raise
+            remembered = written.recent
+            return info
+        finally:
+            # Every task is done (write_chunks waits for all, even when one fails): the
+            # copies not remembered as the branch's bases go back, whether the save
+            # succeeded or not.
+            in_use = {id(k) for k in remembered.values()}
+            self.copies.recycle(k for k in snapshots if id(k) not in in_use)
 
     def _commit(
         self,
@@ -646,23 +640,16 @@ def _gather(
             if progress and weigh:
                 progress(weigh(result))
     except BaseException:
-        for future in futures:
-            future.cancel()
-        wait(futures)
+        _cancel_and_wait(futures)
         raise
     return results
 
 
-def _snapshots_of_finished(futures: Sequence[Future[_Outcome]]) -> list[Kept]:
-    """The copies made by the tasks that finished, when the save failed: to recycle."""
-    return [
-        outcome.snapshot
-        for f in futures
-        if f.done()
-        and not f.cancelled()
-        and f.exception() is None
-        and (outcome := f.result()).snapshot is not None
-    ]
+def _cancel_and_wait(futures: list[Future[T]]) -> None:
+    """Cancel the tasks not started and wait for the running ones to end."""
+    for future in futures:
+        future.cancel()
+    wait(futures)
 
 
 def _manifest_entries(entries: Sequence[ManifestEntry]) -> list[queries.NewEntry]:
