@@ -23,10 +23,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from deltastore import codecs
 from deltastore.catalog import queries
 from deltastore.catalog.engine import write_transaction
 from deltastore.codecs import Kind
-from deltastore.codecs.header import HEAD_BYTES, peek_kind
+from deltastore.codecs.header import MAX_HEADER_BYTES
 from deltastore.errors import CorruptObjectError
 from deltastore.objects import ObjectStore
 from deltastore.progress import Batched, Progress, ProgressFactory, maybe
@@ -194,9 +195,10 @@ def unlisted_history(objects: ObjectStore, garbage: Garbage) -> bool:
     whose header cannot be read counts as history (deleting is what cannot be
     undone).
     """
-    for object_id in garbage.files:
+    for object_id, size in garbage.files.items():
         try:
-            kind = peek_kind(objects.read_head(object_id, HEAD_BYTES), object_id)
+            head = objects.read_head(object_id, MAX_HEADER_BYTES)
+            kind = codecs.read_header(head, object_id, object_size=size).kind
         except CorruptObjectError:
             if not objects.exists(object_id):  # gone since it was listed
                 continue

@@ -167,16 +167,6 @@ HEAD_BYTES = _FIXED.size + BASE_ID_LEN
 MAX_HEADER_BYTES = HEAD_BYTES + MAX_ELEMENT_WIDTH * _PLANE.size
 
 
-def peek_kind(head: bytes, object_id: str) -> Kind:
-    """What an object is (chunk, manifest, journal record), from its first bytes."""
-    if len(head) < _FIXED.size or head[:4] != MAGIC:
-        raise CorruptObjectError(object_id, "not a deltastore object (bad magic)")
-    try:
-        return Kind(head[5])
-    except ValueError:
-        raise CorruptObjectError(object_id, f"bad header field: kind {head[5]}") from None
-
-
 def peek_base_id(head: bytes, object_id: str) -> bytes | None:
     """The base id named by an object's first HEAD_BYTES bytes (None for a full object)."""
     if len(head) < _FIXED.size or head[:4] != MAGIC:
