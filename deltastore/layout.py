@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from deltastore.durable import fsync_dir
 from deltastore.errors import SchemaVersionError, StoreExistsError, StoreNotFoundError
 
 #: 2 added zigzag-difference deltas (object transform 3) to version 1; see docs/format.md.
@@ -106,11 +107,7 @@ def write_format(root: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(root / FORMAT_FILE)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(root)
 
 
 @contextmanager

@@ -53,11 +53,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from deltastore import codecs, journal, layout, manifest, replay
-from deltastore.catalog import audit, migrate, queries
+from deltastore.catalog import migrate, queries
 from deltastore.catalog.engine import make_engine, read_transaction, write_transaction
 from deltastore.chunking import DEFAULT_CHUNK_SIZE
 from deltastore.codecs import Kind
 from deltastore.codecs.header import MAX_HEADER_BYTES
+from deltastore.durable import fsync_dir, fsync_file
 from deltastore.errors import CatalogIntactError, CorruptObjectError
 from deltastore.manifest import Manifest
 from deltastore.objects import LocalObjectStore, ObjectStore
@@ -167,12 +168,10 @@ def _check_old_catalog(
                 return meta
             if not migrate.check(engine):  # SchemaVersionError for a newer deltastore's
                 migrate.upgrade(engine)
-            with read_transaction(engine) as conn:
-                empty = not audit.checkpoint_ids(conn)
             report = Verifier(engine, objects, pool, _no_progress).run(full=False)
         except (SQLAlchemyError, CorruptObjectError, OSError):
             return {}
-        if report.ok and not (empty and report.unlisted_objects):
+        if report.ok and not (report.checkpoints == 0 and report.unlisted_objects):
             raise CatalogIntactError(str(root))
         return meta
     finally:
@@ -250,11 +249,7 @@ def _write_catalog(root: Path, plan: replay.Plan, chunk_size: int) -> Path:
                 queries.set_ref(conn, name, kind, checkpoint_id, time_us)
         _settle(engine)
         engine.dispose()
-        fd = os.open(fresh, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(fresh)
     except BaseException:
         engine.dispose()
         _remove(fresh)
@@ -299,9 +294,5 @@ def _swap_in(root: Path, fresh: Path) -> Path | None:
             old.rename(f"{aside}{suffix}")
             moved = True
     fresh.rename(catalog)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(root)
     return aside if moved else None

@@ -37,9 +37,10 @@ from deltastore.catalog.queries import NewEntry, NewObject
 from deltastore.codecs import Kind
 from deltastore.ids import hex_digest
 from deltastore.info import CheckpointInfo, datetime_from_us
+from deltastore.load import MAX_CHAIN
 from deltastore.manifest import Manifest
 from deltastore.refs import BRANCH
-from deltastore.verify import MAX_CHAIN, Problem
+from deltastore.verify import Problem
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,11 @@ from deltastore.chunking import chunk_count
 from deltastore.codecs import Kind
 from deltastore.errors import CorruptObjectError
 from deltastore.info import datetime_from_us
+from deltastore.load import MAX_CHAIN
 from deltastore.manifest import Manifest
 from deltastore.objects import ObjectStore
 from deltastore.progress import BATCH, Progress, ProgressFactory
 from deltastore.progress import maybe as progress_bar
-
-#: Longest delta chain verify follows (as the reader's bound: load.MAX_CHAIN).
-MAX_CHAIN = 64
 
 
 @dataclass(frozen=True)
@@ -272,7 +270,7 @@ class Verifier:
         missing = {object_id for object_id, size in zip(ids, sizes, strict=True) if size is None}
         if missing:  # gc may have removed some since the catalog was read: ask again
             with read_transaction(self.engine) as conn:
-                still = set(audit.all_objects(conn))
+                still = set(queries.object_depths(conn, missing))
             for object_id in missing - still:
                 del self.catalog[object_id]
             missing &= still

@@ -302,8 +302,8 @@ def test_a_save_that_names_a_dead_saves_object_makes_its_name_durable_first(
         left = set(store.objects.iter_ids())
         assert left  # the dead save's chunks and manifest
         synced: list[Path] = []
-        real = local._fsync_dir
-        monkeypatch.setattr(local, "_fsync_dir", lambda p: (synced.append(p), real(p)))
+        real = local.fsync_dir
+        monkeypatch.setattr(local, "fsync_dir", lambda p: (synced.append(p), real(p)))
         checkpoint_id = store.save({"w": w0})
         with read_transaction(store.engine) as conn:
             named = {c for ids in queries.chunk_ids_of(conn, checkpoint_id).values() for c in ids}

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from deltastore.durable import fsync_dir
+
 
 @contextmanager
 def atomic_file(target: Path) -> Iterator[BinaryIO]:
@@ -36,8 +38,4 @@ def atomic_file(target: Path) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder_fd)  # the new name is durable too
-    finally:
-        os.close(folder_fd)
+    fsync_dir(folder)  # the new name is durable too

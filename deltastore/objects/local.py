@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
+from deltastore.durable import fsync_dir
 from deltastore.errors import CorruptObjectError, StorageError
 from deltastore.ids import is_full_id
 from deltastore.objects.base import Buffer, ObjectStore
@@ -35,14 +36,6 @@ SYNC_THREADS = 4
 MAX_IN_FLIGHT = 64
 #: Most buffers one writev takes (POSIX guarantees at least 16; Linux takes 1024).
 _IOV_MAX = 16
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, parts: Sequence[Buffer]) -> int:
@@ -78,7 +71,7 @@ class LocalObjectStore(ObjectStore):
         root.mkdir(parents=True, exist_ok=True)
         for name in FANOUT_DIRS:
             (root / name).mkdir(exist_ok=True)
-        _fsync_dir(root)
+        fsync_dir(root)
 
     def path(self, object_id: str) -> Path:
         if not is_full_id(object_id):
@@ -181,7 +174,7 @@ class LocalObjectStore(ObjectStore):
             if tmp.parent.parent != self.root or not self.root.is_dir():
                 raise
             tmp.parent.mkdir(exist_ok=True)
-            _fsync_dir(self.root)  # the folder is durable before any object in it
+            fsync_dir(self.root)  # the folder is durable before any object in it
             return os.open(tmp, flags, 0o444)
 
     def _finish(self, fd: int, tmp: Path, target: Path, object_id: str) -> None:
@@ -263,7 +256,7 @@ class LocalObjectStore(ObjectStore):
             return
         # In parallel: the file system batches concurrent commits (ext4's journal does), and
         # one by one the ~100 folders a 100 MiB save touches cost ~10 % of the save.
-        syncs = [self._sync_pool.submit(_fsync_dir, folder) for folder in sorted(dirty)]
+        syncs = [self._sync_pool.submit(fsync_dir, folder) for folder in sorted(dirty)]
         failures = [exc for exc in (f.exception() for f in syncs) if exc is not None]
         if failures:
             cause = failures[0]
