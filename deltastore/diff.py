@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Collection, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +25,9 @@ from deltastore import arrays
 from deltastore.array_diff import ArrayDifference, ElementType, compare_arrays
 from deltastore.errors import CorruptObjectError
 from deltastore.info import CheckpointInfo, EntryInfo
-from deltastore.load import CheckpointReader, ListedCheckpoint, Progress
+from deltastore.load import CheckpointReader, ListedCheckpoint
 from deltastore.manifest import Manifest, ManifestEntry
+from deltastore.progress import Progress, ProgressFactory
 
 ADDED = "added"
 REMOVED = "removed"
@@ -41,8 +41,6 @@ STATUSES = (ADDED, REMOVED, CHANGED_TYPE, CHANGED, IDENTICAL, THINNED)
 #: Raw bytes of changed entries decoded at once per side: bounds the diff's memory
 #: to about twice this, whatever the model's size (one larger entry is its own batch).
 BATCH_BYTES = 256 << 20
-
-ProgressFactory = Callable[[int, str], AbstractContextManager[Progress | None]]
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from deltastore.errors import (
 from deltastore.info import CheckpointInfo, EntryInfo
 from deltastore.manifest import Manifest, ManifestEntry
 from deltastore.objects import ObjectStore
+from deltastore.progress import Progress
 
-Progress = Callable[[int], None]
 #: Longest delta chain a reader follows.  Writers cap chains at depth 2 (delta.MAX_DEPTH),
 #: the first writers of format v1 at 8; this bound only stops a malicious or corrupt
 #: chain from recursing without end.

@@ -46,6 +46,7 @@ from deltastore.ids import digest
 from deltastore.info import CheckpointInfo, datetime_from_us
 from deltastore.manifest import INT64_MAX, Manifest, ManifestEntry, entry_digest, manifest_id
 from deltastore.objects import ObjectStore
+from deltastore.progress import Progress
 from deltastore.refs import BRANCH
 
 #: Saves that reuse an entry's delta-or-full decision before it is measured again.
@@ -55,7 +56,6 @@ SUSPECT_DELTA = 0.8
 #: How often a save re-parents onto a branch that another process moved meanwhile.
 MAX_COMMIT_ATTEMPTS = 8
 
-Progress = Callable[[int], None]
 T = TypeVar("T")
 
 

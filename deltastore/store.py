@@ -39,10 +39,10 @@ from deltastore.forget import forget as forget_checkpoints
 from deltastore.gc import GcReport, find_garbage, sweep, unlisted_history
 from deltastore.gc import report as gc_report
 from deltastore.info import CheckpointInfo, EntryInfo, StoreStats
-from deltastore.load import CheckpointReader, ListedCheckpoint, Progress, read_manifest
+from deltastore.load import CheckpointReader, ListedCheckpoint, read_manifest
 from deltastore.objects import LocalObjectStore, ObjectStore
 from deltastore.prefix_stats import PrefixReport, by_prefix
-from deltastore.progress import BYTES, CHECKPOINTS, CHUNKS, OBJECTS, ProgressFactory
+from deltastore.progress import BYTES, CHECKPOINTS, CHUNKS, OBJECTS, Progress, ProgressFactory
 from deltastore.progress import bar as progress_bar
 from deltastore.refs import DEFAULT_BRANCH
 from deltastore.retention import KeepPolicy

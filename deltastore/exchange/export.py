@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,9 @@ from deltastore import arrays, tree
 from deltastore.errors import ExportDtypeError, ExportError
 from deltastore.exchange import safetensors_format
 from deltastore.exchange.atomic import atomic_file
-from deltastore.load import CheckpointReader, ListedCheckpoint, Progress
+from deltastore.load import CheckpointReader, ListedCheckpoint
 from deltastore.manifest import Manifest, ManifestEntry
+from deltastore.progress import Progress, ProgressFactory, maybe
 
 SAFETENSORS = "safetensors"
 TORCH = "torch"
@@ -46,7 +47,6 @@ SUFFIX_FORMATS = {".safetensors": SAFETENSORS, ".pt": TORCH, ".pth": TORCH}
 #: every core decoding, little enough not to hold a model twice.
 BATCH_BYTES = 64 << 20
 
-ProgressFactory = Callable[[int, str], AbstractContextManager[Progress | None]]
 
 # numpy dtype (kind and width) -> the torch dtype of the same values and bits.
 _NUMPY_AS_TORCH = {
@@ -149,9 +149,7 @@ class _Job:
         return ExportError(str(self.target), reason)
 
     def bar(self, entries: Sequence[ManifestEntry]) -> AbstractContextManager[Progress | None]:
-        if self.progress is None:
-            return nullcontext()
-        return self.progress(sum(e.nbytes for e in entries), "export")
+        return maybe(self.progress, sum(e.nbytes for e in entries), "export")
 
     def restore(self, entries: Sequence[ManifestEntry], bar: Progress | None) -> list[Any]:
         """Decode entries (each once, in parallel) into new arrays."""
