@@ -16,10 +16,15 @@ gc's mark and sweep, thin, forget, stats by prefix).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TypeVar
 
 from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: A bar's update: add this many units done.
 Progress = Callable[[int], None]
@@ -62,6 +67,22 @@ def maybe(
 ) -> AbstractContextManager[Progress | None]:
     """``factory``'s bar, or no bar when the caller was given no factory."""
     return nullcontext(None) if factory is None else factory(total, desc)
+
+
+def map_batched(
+    pool: Executor, fn: Callable[[T], R], items: Sequence[T], progress: Progress | None = None
+) -> Iterator[R]:
+    """``fn`` over ``items`` on ``pool``, ``BATCH`` items per task; results in order.
+
+    A thread pool ignores ``map``'s chunksize: with one task per object, the
+    pool's bookkeeping made a quick verify of 75k objects take 5.2 s (1.8 s
+    batched).  ``progress`` advances once per batch.
+    """
+    batches = [items[start : start + BATCH] for start in range(0, len(items), BATCH)]
+    for results in pool.map(lambda batch: [fn(item) for item in batch], batches):
+        if progress:
+            progress(len(results))
+        yield from results
 
 
 class Batched:

@@ -62,6 +62,7 @@ from deltastore.durable import fsync_dir, fsync_file
 from deltastore.errors import CatalogIntactError, CorruptObjectError
 from deltastore.manifest import Manifest
 from deltastore.objects import LocalObjectStore, ObjectStore
+from deltastore.progress import map_batched
 from deltastore.replay import ObjectHead
 from deltastore.verify import Problem, Verifier
 
@@ -195,8 +196,7 @@ def _plan(
     records: dict[str, journal.Record] = {}
     problems: list[Problem] = []
     with tqdm(total=len(ids), desc="rebuild", unit="obj", disable=not show) as bar:
-        for scanned in pool.map(lambda i: _scan(objects, i), ids, chunksize=64):
-            bar.update(1)
+        for scanned in map_batched(pool, lambda i: _scan(objects, i), ids, bar.update):
             if scanned.problem is not None:
                 problems.append(scanned.problem)
             if scanned.head is None:

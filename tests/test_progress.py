@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import deltastore
-from deltastore import progress, verify
+from deltastore import progress
 from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction
 
@@ -55,7 +55,7 @@ def object_count(store: deltastore.Store) -> int:
 def test_quick_verify_counts_the_objects_it_checks(
     forced: deltastore.Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(verify, "BATCH", 7)  # several batches of stat calls on the pool
+    monkeypatch.setattr(progress, "BATCH", 7)  # several batches of stat calls on the pool
     capsys.readouterr()
     assert forced.verify().ok
     n = object_count(forced)
