@@ -261,6 +261,39 @@ def test_exponent_plane_of_float32_is_compressed_and_mantissa_is_raw(codec: str)
     assert header.planes[3].stored_length < 0.7 * header.plane_length
 
 
+@pytest.mark.parametrize("codec", codecs.CODECS)
+def test_noise_planes_are_stored_raw_without_compressing_them_whole(
+    codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltastore.codecs import chunk
+
+    packed: list[int] = []
+    pack = chunk._pack
+
+    def counting(plane: memoryview, codec: str) -> bytes:
+        packed.append(len(plane))
+        return pack(plane, codec)
+
+    monkeypatch.setattr(chunk, "_pack", counting)
+    raw = float_like("float32", 1 << 18, 1)  # 1 MiB: four 256 KiB planes
+    header = read_header(codecs.encode(raw, 4, codec=codec), hex_digest(raw))
+    assert [p.codec for p in header.planes[:3]] == [PlaneCodec.RAW] * 3
+    assert header.planes[3].codec == COMPRESSED[codec]
+    # Only the exponent plane was compressed whole; the noise planes were only sampled.
+    assert sorted(n for n in packed if n > chunk._SAMPLE_BYTES) == [1 << 18]
+
+
+@pytest.mark.parametrize("codec", codecs.CODECS)
+def test_a_plane_with_a_noisy_head_is_still_compressed(codec: str) -> None:
+    rng = np.random.default_rng(3)
+    plane = np.zeros(1 << 17, np.uint8)
+    plane[: 1 << 14] = rng.integers(0, 256, 1 << 14, dtype=np.uint8)  # noise, then zeros
+    raw = plane.tobytes()
+    header = read_header(codecs.encode(raw, 1, codec=codec), hex_digest(raw))
+    assert header.planes[0].codec == COMPRESSED[codec]
+    assert header.planes[0].stored_length < 0.2 * len(raw)
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_delta_decoded_without_its_base_is_corrupt(width: int) -> None:
     base = float_like("float64", 64 * width, 1)
