@@ -1,6 +1,6 @@
 """Core store speed and size on a ~500 MB state of trained-like float32 weights.
 
-    python benchmarks/bench_core.py [--size-mb 500] [--repeat 3] [--dir /tmp]
+    python benchmarks/bench_core.py [--size-mb 500] [--repeat 3] [--dir /tmp] [--chunk-size-kib N]
 
 Prints, for the same state in the same run: torch.save and torch.load times,
 deltastore's first save, re-save of the unchanged state, and load (page cache
@@ -42,6 +42,7 @@ import torch
 
 import deltastore
 from benchmarks import measure
+from deltastore.chunking import DEFAULT_CHUNK_SIZE
 
 
 def trained_like_state(size_mb: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -90,6 +91,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     parser.add_argument("--codec", default="zstd", choices=["zstd", "lz4"])
+    parser.add_argument(
+        "--chunk-size-kib",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE >> 10,
+        help=f"chunk size of the stores (default {DEFAULT_CHUNK_SIZE >> 10})",
+    )
     args = parser.parse_args()
 
     state = trained_like_state(args.size_mb)
@@ -141,6 +148,7 @@ def main() -> None:
                     codec=args.codec,
                     progress=False,
                     durable=durable,
+                    chunk_size=args.chunk_size_kib << 10,
                 )
                 opened.append(store)
                 return functools.partial(store.save, state, "first")
@@ -177,7 +185,7 @@ def main() -> None:
     ]
     print(
         f"state: {len(state)} tensors, {logical / 2**20:.0f} MiB float32 trained-like; "
-        f"median of {args.repeat}; codec {args.codec}"
+        f"median of {args.repeat}; codec {args.codec}; chunks of {args.chunk_size_kib} KiB"
     )
     print(
         f"{'operation':<30} {'seconds':>8} {'GB/s':>6} {'x torch':>8} "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-#: 1 MiB: a multiple of every element size, large enough that per-chunk
-#: overhead (a file, a catalog row, a task) stays under 1 % of the work, small
-#: enough that a one-element change rewrites little and both cores stay busy.
-DEFAULT_CHUNK_SIZE = 1 << 20
+#: 4 MiB: a multiple of every element size, large enough that per-chunk costs
+#: (a file to create and fsync, a catalog row, a task) stay small against the
+#: work, small enough that both cores stay busy on a 100 MB model.  1 MiB
+#: chunks made a first save ~1.5x slower on ext4 (docs/decisions.md).
+DEFAULT_CHUNK_SIZE = 4 << 20
 
 
 def chunk_bounds(nbytes: int, chunk_size: int) -> Iterator[tuple[int, int]]:

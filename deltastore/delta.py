@@ -34,7 +34,7 @@ MAX_DEPTH = 2
 #: the cost of a base lookup, and a copy kept in memory.
 MIN_DELTA_BYTES = 4096
 #: Chunk buffers mapped at once for base copies (64 MiB at the default chunk size).
-SLAB_CHUNKS = 64
+SLAB_CHUNKS = 16
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def same_bytes(a: memoryview | bytes, b: memoryview | bytes) -> bool:
     return bool((x[:head] == y[:head]).all()) and bool((x == y).all())
 
 
-#: A kept copy of a chunk: a view of a recycled buffer, or bytes for a short tail chunk.
+#: A kept copy of a chunk: a view of a recycled buffer, or of its own array for a short one.
 Kept = memoryview | bytes
 
 
@@ -148,15 +148,19 @@ class BaseCopies:
         self._free.extend(views)
 
     def copy(self, data: memoryview) -> Kept:
+        # numpy copies with the GIL released; a memoryview assignment (or bytes())
+        # holds it, and a first save's copies (page faults into fresh memory) then
+        # stalled the other encoder every time it came back from hashing or compressing.
         if len(data) != self.chunk_size:
-            return bytes(data)  # a short tail chunk
+            # A short tail chunk, or a whole entry smaller than a chunk: most entries of
+            # a small model.  The allocator reuses the memory from one save to the next.
+            tail = np.empty(len(data), np.uint8)
+            np.copyto(tail, np.frombuffer(data, np.uint8))
+            return tail.data
         with self._lock:
             if not self._free:
                 self._grow()
             view = self._free.pop()
-        # numpy copies with the GIL released; a memoryview assignment holds it, and
-        # a first save's copies (page faults into fresh memory) then stalled the
-        # other encoder every time it came back from hashing or compressing.
         np.copyto(np.frombuffer(view, np.uint8), np.frombuffer(data, np.uint8))
         return view
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import deltastore
+from deltastore.chunking import DEFAULT_CHUNK_SIZE
 from deltastore.cli.common import MissingStoreError
 from deltastore.cli.main import STORE_ENV, main
 from deltastore.errors import (
@@ -263,7 +264,7 @@ def test_init_without_a_path_uses_the_environment(
     monkeypatch.setenv(STORE_ENV, str(tmp_path / "from-env"))
     run_ok(capsys, "init")
     with deltastore.open(tmp_path / "from-env") as store:
-        assert store.chunk_size == 1 << 20
+        assert store.chunk_size == DEFAULT_CHUNK_SIZE
 
 
 # -- errors -------------------------------------------------------------------------------------

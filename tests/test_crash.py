@@ -44,6 +44,9 @@ _CONTEXT.set_forkserver_preload(["torch", "deltastore", "tests.test_crash"])
 MAX_KILL_DELAY_S = 0.3
 #: Older checkpoints re-loaded bit-exactly after every kill (all of them at the end).
 RELOADS_PER_KILL = 2
+#: Chunks smaller than the default, so that a save writes several objects per entry
+#: and a kill can land between them.
+CRASH_CHUNK_SIZE = 512 << 10
 
 
 @functools.lru_cache(maxsize=1)
@@ -175,7 +178,7 @@ def _check_store(root: Path, seen: _History, *, reload_all: bool = False) -> Non
 def test_sigkill_at_random_moments_of_saves_never_damages_the_store(tmp_path: Path) -> None:
     """30+ kills of one writer over a growing history; each is followed by the full check."""
     root = tmp_path / "store"
-    deltastore.init(root)
+    deltastore.init(root, chunk_size=CRASH_CHUNK_SIZE)
     seen = _History(first_step={"main": 0}, rng=random.Random(2024))
     delays = random.Random(2024)
     kills = 0
@@ -198,7 +201,7 @@ def test_sigkill_at_random_moments_of_saves_never_damages_the_store(tmp_path: Pa
 def test_sigkill_of_two_writers_saving_to_two_branches_at_once(tmp_path: Path) -> None:
     """Both killed mid-save, repeatedly: neither branch loses or corrupts a checkpoint."""
     root = tmp_path / "store"
-    deltastore.init(root)
+    deltastore.init(root, chunk_size=CRASH_CHUNK_SIZE)
     seen = _History(first_step={"a": 0, "b": 1000}, rng=random.Random(7))
     delays = random.Random(7)
     for _ in range(6):
