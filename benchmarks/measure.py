@@ -32,8 +32,7 @@ class Baseline:
     """torch.save / torch.load of one sequence's checkpoints, measured in this run."""
 
     sizes: list[int]  # bytes of each torch.save file
-    save_s: list[float]  # torch.save seconds of each checkpoint (the faster of two)
-    first_save_s: list[float]  # seconds of the first of the two, into a new file
+    save_s: list[float]  # torch.save seconds of each checkpoint
     load_newest_s: float
     load_oldest_s: float
 
@@ -49,7 +48,6 @@ class Result:
     ratio: float = 0.0  # stored_bytes / bytes of the torch.save files
     save_s: float = 0.0  # mean seconds per checkpoint
     save_x: float = 0.0  # total save seconds / total torch.save seconds
-    save_x_first: float = 0.0  # the same over the baseline's first saves (see measure_baseline)
     restore_newest_s: float = 0.0
     restore_newest_x: float = 0.0  # over torch.load of the newest checkpoint's file
     restore_oldest_s: float = 0.0
@@ -96,18 +94,12 @@ def measure_baseline(states: list[State], folder: Path, repeats: int) -> Baselin
     on a VM the first write into page-cache memory the guest never touched can
     take 3-4x longer, and a baseline taken once made every tool measured after
     it look that much faster (a tool's own saves come later, on warm memory).
-    The second save reuses the memory the first one's file held (it is deleted
-    in between), which on this VM made it up to 5x faster than a save into a
-    new file in steady state (350 against 65 ms for 125 MiB): the first saves
-    are kept too, as the figure a training loop that writes a new file per
-    checkpoint sees.
     """
     folder.mkdir(parents=True)
     paths = [folder / f"{i}.pt" for i in range(len(states))]
-    save_s, first_save_s = [], []
+    save_s = []
     for state, path in zip(states, paths, strict=True):
         first = timed(partial(torch.save, state, path.with_suffix(".first")))
-        first_save_s.append(first)
         path.with_suffix(".first").unlink()
         save_s.append(min(first, timed(partial(torch.save, state, path))))
     sizes = [p.stat().st_size for p in paths]
@@ -118,7 +110,7 @@ def measure_baseline(states: list[State], folder: Path, repeats: int) -> Baselin
 
     newest, oldest = load_time(paths[-1]), load_time(paths[0])
     peers.remove(folder)
-    return Baseline(sizes, save_s, first_save_s, newest, oldest)
+    return Baseline(sizes, save_s, newest, oldest)
 
 
 def measure_tool(
@@ -172,7 +164,6 @@ def measure_tool(
     result.ratio = result.stored_bytes / sum(baseline.sizes)
     result.save_s = sum(seconds) / len(seconds)
     result.save_x = sum(seconds) / sum(baseline.save_s)
-    result.save_x_first = sum(seconds) / sum(baseline.first_save_s)
     result.restore_newest_x = result.restore_newest_s / baseline.load_newest_s
     result.restore_oldest_x = result.restore_oldest_s / baseline.load_oldest_s
     return result

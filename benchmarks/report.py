@@ -35,7 +35,6 @@ TABLE_HEADERS = [
     "stored/torch.save",
     "save s/ckpt",
     "save x",
-    "save x new file",
     "restore newest x",
     "restore oldest x",
     "bit-exact",
@@ -56,7 +55,6 @@ def table(results: Sequence[Result]) -> str:
                 f"{r.ratio:.3f}",
                 f"{r.save_s:.3f}",
                 f"{r.save_x:.2f}",
-                f"{r.save_x_first:.2f}",
                 f"{r.restore_newest_x:.2f}",
                 f"{r.restore_oldest_x:.2f}",
                 "yes" if r.exact else "NO",
@@ -128,9 +126,7 @@ def markdown(
         "## Results",
         "",
         "Stored = bytes on disk after every checkpoint of the sequence; `x` = this tool's seconds "
-        "over `torch.save` (save) or `torch.load` (restore) of the same checkpoints in this run "
-        "(`save x new file`: over the baseline's first save of each checkpoint, into a new file "
-        "as a training loop writes, not the faster second one into memory just freed); "
+        "over `torch.save` (save) or `torch.load` (restore) of the same checkpoints in this run; "
         "restores timed with the page cache warm (median of repeats). Bit-exact: every "
         "checkpoint restored and compared bit for bit with what was saved.",
         "",
@@ -138,7 +134,7 @@ def markdown(
     rows = []
     for r in results:
         if r.note:
-            rows.append([r.sequence, r.tool, r.note, "", "", "", "", "", "", "-"])
+            rows.append([r.sequence, r.tool, r.note, "", "", "", "", "", "-"])
             continue
         rows.append(
             [
@@ -148,7 +144,6 @@ def markdown(
                 f"**{r.ratio:.3f}**",
                 f"{r.save_s:.3f}",
                 f"{r.save_x:.2f}",
-                f"{r.save_x_first:.2f}",
                 f"{r.restore_newest_s:.3f} ({r.restore_newest_x:.2f}x)",
                 f"{r.restore_oldest_s:.3f} ({r.restore_oldest_x:.2f}x)",
                 "yes" if r.exact else f"**NO** ({r.mismatch})",
@@ -162,7 +157,6 @@ def markdown(
             "stored / torch.save",
             "save s/ckpt",
             "save x",
-            "save x new file",
             "restore newest s (x)",
             "restore oldest s (x)",
             "bit-exact",

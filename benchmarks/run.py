@@ -173,8 +173,7 @@ def _one_line(r: Result) -> str:
         return r.note
     exact = "bit-exact" if r.exact else f"NOT BIT-EXACT ({r.mismatch})"
     return (
-        f"stored {r.ratio:.3f}  save x{r.save_x:.2f} (new file x{r.save_x_first:.2f})  "
-        f"restore newest x{r.restore_newest_x:.2f} "
+        f"stored {r.ratio:.3f}  save x{r.save_x:.2f}  restore newest x{r.restore_newest_x:.2f} "
         f"oldest x{r.restore_oldest_x:.2f}  {exact}"
     )
 
