@@ -167,7 +167,11 @@ class BaseCopies:
     def recycle(self, kept: Iterable[Kept]) -> None:
         """Take back the buffers of copies nobody will read again."""
         with self._lock:
-            self._free.extend(k for k in kept if isinstance(k, memoryview) and id(k) in self._ours)
+            self._free.extend(
+                k
+                for k in kept
+                if isinstance(k, memoryview) and len(k) == self.chunk_size and id(k) in self._ours
+            )
 
 
 class RecentChunks:

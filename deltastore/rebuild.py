@@ -67,7 +67,7 @@ from deltastore.replay import ObjectHead
 from deltastore.verify import Problem, Verifier
 
 #: With progress left to the default, a bar shows on a terminal from this many objects
-#: (about 256 MiB of default-sized chunks, as Store's bars).
+#: (a few hundred MiB of default-sized chunks, as Store's bars).
 PROGRESS_MIN_OBJECTS = 256
 SIDE_FILES = ("", "-wal", "-shm")
 

@@ -286,12 +286,32 @@ def test_noise_planes_are_stored_raw_without_compressing_them_whole(
 @pytest.mark.parametrize("codec", codecs.CODECS)
 def test_a_plane_with_a_noisy_head_is_still_compressed(codec: str) -> None:
     rng = np.random.default_rng(3)
-    plane = np.zeros(1 << 17, np.uint8)
-    plane[: 1 << 14] = rng.integers(0, 256, 1 << 14, dtype=np.uint8)  # noise, then zeros
+    plane = rng.integers(0, 256, 1 << 17, dtype=np.uint8)
+    plane[1 << 14 :] = 7  # noise, then a constant
     raw = plane.tobytes()
-    header = read_header(codecs.encode(raw, 1, codec=codec), hex_digest(raw))
+    obj = codecs.encode(raw, 1, codec=codec)
+    header = read_header(obj, hex_digest(raw))
     assert header.planes[0].codec == COMPRESSED[codec]
     assert header.planes[0].stored_length < 0.2 * len(raw)
+    assert decode_bytes(obj, hex_digest(raw), len(raw)) == raw
+
+
+@pytest.mark.parametrize("codec", codecs.CODECS)
+def test_a_sparse_delta_whose_samples_hit_changed_rows_is_still_compressed(codec: str) -> None:
+    """Only a few rows changed, and the samples land on them: the zeros give it away."""
+    rng = np.random.default_rng(4)
+    base = (rng.standard_normal((256, 4096)) * 0.02).astype(np.float32)
+    new = base.copy()
+    for row in (0, 1, 64, 65, 128, 129, 192, 193):  # where the four samples of each plane fall
+        new[row] += rng.standard_normal(4096).astype(np.float32) * 1e-3
+    raw, base_raw = new.tobytes(), base.tobytes()
+    obj = codecs.encode(
+        raw, 4, codec=codec, base=base_raw, base_id=bytes.fromhex(hex_digest(base_raw))
+    )
+    header = read_header(obj, hex_digest(raw))
+    assert PlaneCodec.RAW not in {p.codec for p in header.planes}
+    assert len(obj) < 0.1 * len(raw)
+    assert decode_bytes(obj, hex_digest(raw), len(raw), base=base_raw) == raw
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -31,6 +31,8 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["torch", "deltastore", "tests.test_concurrency"])
 SAVES = 8
 WRITERS = 3
+#: Smaller than the default, so the shared weights span two chunks (a full one and a tail).
+CHUNK_SIZE = 1 << 20
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,7 +68,7 @@ def _run_writers(root: Path, branches: list[str]) -> None:
 
 def test_writers_on_separate_branches_each_keep_their_whole_history(tmp_path: Path) -> None:
     root = tmp_path / "s"
-    deltastore.init(root)
+    deltastore.init(root, chunk_size=CHUNK_SIZE)
     branches = ["a", "b", "c"]
     _run_writers(root, branches)
     with deltastore.open(root, progress=False) as store:
@@ -84,7 +86,7 @@ def test_writers_on_separate_branches_each_keep_their_whole_history(tmp_path: Pa
 def test_writers_on_one_branch_build_one_linear_history(tmp_path: Path) -> None:
     """The branch is compare-and-set: a writer whose parent moved re-parents, nothing is lost."""
     root = tmp_path / "s"
-    deltastore.init(root)
+    deltastore.init(root, chunk_size=CHUNK_SIZE)
     _run_writers(root, ["main"] * WRITERS)
     with deltastore.open(root, progress=False) as store:
         history = list(store.log("main"))

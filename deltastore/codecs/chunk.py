@@ -63,7 +63,10 @@ _ZERO_SUSPECT_RATIO = 64
 _ALWAYS_SCAN_BELOW = 64 << 10
 #: Planes this large are sampled before they are compressed (:func:`_looks_incompressible`).
 _SAMPLE_PLANES_FROM = 64 << 10
+_SAMPLES = 4
 _SAMPLE_BYTES = 8 << 10
+#: Noise has one zero byte in 256; a plane with more than this share of them is not noise.
+_NOISE_MAX_ZERO_SHARE = 0.02
 #: A sample compressed to at least 99/100 of its size is noise.
 _NOISE_NUMERATOR, _NOISE_DENOMINATOR = 99, 100
 #: LZ4 cannot expand a block more than ~255x; a header claiming more is corrupt, and
@@ -107,19 +110,25 @@ def _pack(plane: memoryview, codec: str) -> bytes:
 
 
 def _looks_incompressible(plane: memoryview, codec: str) -> bool:
-    """Whether samples of a large plane say compressing all of it would save under 1 %.
+    """Whether a large plane is noise that compressing whole would shrink by under 1 %.
 
     The low mantissa planes of floats are close to noise: three of the four
     planes of a full fp32 chunk, one or two of a delta's.  Compressing them
-    only to store them raw cost a third of a full chunk's encoding time.  On
-    the benchmark's checkpoints two 8 KiB samples (the head and the middle)
-    never called a plane noise that compressed below 0.99 of its size
+    only to store them raw cost a third of a full chunk's encoding time.  A
+    plane is judged instead by its share of zero bytes (noise has ~1/256; a
+    delta whose unchanged rows are zeros has many more, wherever they lie) and
+    by samples spread over it.  On the benchmark's checkpoints the samples
+    never called a plane noise that compressed below 0.99 of its size whole
     (docs/decisions.md); a wrong call costs ratio on that plane, never bits.
     """
     length = len(plane)
     if length < _SAMPLE_PLANES_FROM:
         return False
-    for start in (0, length // 2):
+    zeros = length - int(np.count_nonzero(np.frombuffer(plane, np.uint8)))
+    if zeros > length * _NOISE_MAX_ZERO_SHARE:
+        return False
+    step = length // _SAMPLES
+    for start in range(0, step * _SAMPLES, step):
         sample = plane[start : start + _SAMPLE_BYTES]
         if len(_pack(sample, codec)) * _NOISE_DENOMINATOR < len(sample) * _NOISE_NUMERATOR:
             return False
@@ -191,7 +200,7 @@ def encode_parts(
     """:func:`encode`, as the pieces of the object in order, for a vectored write.
 
     Raw planes are views of this thread's scratch ``slot`` and stay valid only
-    until the thread's next encoding into the same slot: joining a ~1 MiB object
+    until the thread's next encoding into the same slot: joining a multi-MiB object
     would take fresh memory for every chunk, and page faults cost more here
     than the compression (benchmarks/README.md).
     """
