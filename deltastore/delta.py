@@ -1,19 +1,23 @@
 """Which chunk a new chunk is stored as a delta against, and where its bytes come from.
 
-The base of chunk ``i`` of entry ``path`` is chunk ``i`` of the same entry in
-the parent checkpoint, when dtype and shape match (docs/format.md).  Delta
-chains are short: a chunk whose base already sits ``MAX_DEPTH`` decodes deep
-is stored full (a keyframe), so restoring any version costs at most
-``MAX_DEPTH + 1`` decodes per chunk however long the history grows.  The
-depth trades ratio for restore time; docs/decisions.md has the measurement.
+Every delta is taken against a keyframe: the full object of the same chunk
+(same entry path and index, same dtype and shape) that the parent's version
+of the chunk is, or is a delta of.  A keyframe takes at most
+``KEYFRAME_INTERVAL - 1`` deltas; the next changed version of the chunk is
+stored full and becomes the next keyframe.  So restoring any version costs
+at most two decodes per chunk (its keyframe and its own delta) however long
+the history grows, and a delta spans at most ``KEYFRAME_INTERVAL - 1``
+versions of drift.  Measured against deltas on the parent with chains capped
+at two (three decodes): the same bytes stored within half a point, and the
+slowest restore a third faster (docs/decisions.md).
 
-A save reads its bases from :class:`RecentChunks`, the raw bytes this process
-saved last on the branch, so a training loop never reads its parent back from
-disk; only the first save after a restart decodes the parent's chunks.  The
-same copies tell a save which chunks did not change (frozen layers, a state
-saved twice) by comparison, which costs a third of hashing them.  Each copy is
-a private snapshot whose own bytes were hashed to its id, so an equal chunk
-has that id.
+A save reads its bases from :class:`RecentChunks`, the raw bytes of the
+keyframes this process saved or used last on the branch, so a training loop
+never reads its parent back from disk; only the first save after a restart
+decodes its bases.  The same copies tell a save which chunks did not change
+since their keyframe (frozen layers, a state saved twice) by comparison, which
+costs a third of hashing them.  Each copy is a private snapshot whose own bytes
+were hashed to its id, so an equal chunk has that id.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from deltastore.arrays import ArrayBytes
-from deltastore.catalog.queries import EntryChunks
+from deltastore.catalog.queries import EntryChunks, StoredChunk
 from deltastore.memory import huge_page_buffer
 
-#: Longest delta chain a writer creates: a keyframe every MAX_DEPTH + 1 saves of a chunk.
-MAX_DEPTH = 2
+#: Versions of a chunk per keyframe: the keyframe and at most KEYFRAME_INTERVAL - 1 deltas on it.
+KEYFRAME_INTERVAL = 4
+#: Deepest object a writer creates: a delta on a full object.  Readers follow deeper chains
+#: (stores written before session 5 chained deltas on deltas, two deep).
+MAX_DEPTH = 1
 #: Entries smaller than this are stored full: a delta would save a few bytes at
 #: the cost of a base lookup, and a copy kept in memory.
 MIN_DELTA_BYTES = 4096
@@ -43,12 +50,27 @@ class Base:
     depth: int
 
 
-def base_for(object_id: str, depths: Mapping[str, int]) -> Base | None:
-    """``object_id`` as the base of the next version of its chunk, unless its chain is full."""
-    depth = depths.get(object_id)
-    if depth is None or depth >= MAX_DEPTH:
+def keyframe_of(object_id: str, known: Mapping[str, StoredChunk]) -> str | None:
+    """The full object ``object_id`` is, or is a delta of; None if unknown or deeper."""
+    stored = known.get(object_id)
+    if stored is None or stored.depth > MAX_DEPTH:
         return None
-    return Base(object_id, depth)
+    return object_id if stored.depth == 0 else stored.base_id
+
+
+def base_for(
+    object_id: str, known: Mapping[str, StoredChunk], deltas_on: Mapping[str, int]
+) -> Base | None:
+    """The base of the next version of the chunk stored as ``object_id``, or None for a keyframe.
+
+    ``deltas_on`` counts the deltas the catalog lists on each keyframe: one
+    that has its ``KEYFRAME_INTERVAL - 1`` gets no more.  Counting deltas, not
+    saves, lets a chunk that stays unchanged keep its keyframe.
+    """
+    keyframe = keyframe_of(object_id, known)
+    if keyframe is None or deltas_on.get(keyframe, 0) >= KEYFRAME_INTERVAL - 1:
+        return None
+    return Base(keyframe, 0)
 
 
 def delta_eligible(arr: ArrayBytes) -> bool:
@@ -86,15 +108,21 @@ def parent_chunks(
 
 
 def plan_bases(
-    parents: Sequence[Sequence[str | None]], depths: Mapping[str, int]
+    parents: Sequence[Sequence[str | None]],
+    known: Mapping[str, StoredChunk],
+    deltas_on: Mapping[str, int],
 ) -> list[list[Base | None]]:
     """For every chunk of every leaf, its delta base (or None for a full object).
 
-    ``parents`` is what :func:`parent_chunks` returns; ``depths`` is the chain
-    depth of each of the parent's chunks the catalog knows.
+    ``parents`` is what :func:`parent_chunks` returns; ``known`` describes the
+    parent's chunks the catalog knows, ``deltas_on`` counts the deltas on their
+    keyframes (:func:`base_for`).
     """
     return [
-        [base_for(chunk_id, depths) if chunk_id is not None else None for chunk_id in entry]
+        [
+            base_for(chunk_id, known, deltas_on) if chunk_id is not None else None
+            for chunk_id in entry
+        ]
         for entry in parents
     ]
 

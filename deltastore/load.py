@@ -28,9 +28,10 @@ from deltastore.manifest import Manifest, ManifestEntry
 from deltastore.objects import ObjectStore
 from deltastore.progress import Progress
 
-#: Longest delta chain a reader follows.  Writers cap chains at depth 2 (delta.MAX_DEPTH),
-#: the first writers of format v1 at 8; this bound only stops a malicious or corrupt
-#: chain from recursing without end.
+#: Longest delta chain a reader follows.  Writers make deltas on full objects only
+#: (delta.MAX_DEPTH); those before session 5 chained them two deep, the first writers of
+#: format v1 eight; this bound only stops a malicious or corrupt chain from recursing
+#: without end.
 MAX_CHAIN = 64
 
 

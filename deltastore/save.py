@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from deltastore import codecs, tree
-from deltastore import delta as chains
 from deltastore.arrays import ArrayBytes
 from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction, write_transaction
@@ -37,6 +36,7 @@ from deltastore.delta import (
     Kept,
     RecentChunks,
     delta_eligible,
+    keyframe_of,
     parent_chunks,
     plan_bases,
     same_bytes,
@@ -84,7 +84,7 @@ class _Job:
 class _Outcome:
     object_id: str
     new: queries.NewObject | None  # the object this save wrote
-    kept: Kept | None  # the chunk's raw bytes, the next save's base, when worth keeping
+    kept: tuple[str, Kept] | None  # (id, raw bytes) of the chunk's keyframe: the next base
     on_disk: bool  # not written: an object file of that id exists, maybe uncatalogued
     raw_bytes: int
 
@@ -168,13 +168,10 @@ class CheckpointWriter:
         return chunks
 
     def _encode(
-        self, chunk: _Chunk, base: Base | None, recent: dict[str, Kept], slot: int = 0
+        self, chunk: _Chunk, base: Base | None, base_bytes: Kept | None, slot: int = 0
     ) -> list[bytes | memoryview]:
-        if base is None:
+        if base is None or base_bytes is None:
             return codecs.encode_parts(chunk.data, chunk.width, codec=self.codec, slot=slot)
-        base_bytes = recent.get(base.id)
-        if base_bytes is None:
-            base_bytes = self.load_chunk(base.id)
         return codecs.encode_parts(
             chunk.data,
             chunk.width,
@@ -198,7 +195,7 @@ class CheckpointWriter:
         )
 
     def _store_choosing(
-        self, chunk: _Chunk, object_id: str, base: Base, recent: dict[str, Kept]
+        self, chunk: _Chunk, object_id: str, base: Base, base_bytes: Kept
     ) -> tuple[queries.NewObject, bool]:
         """Encode with and without the base, keep the smaller; say whether the delta won.
 
@@ -207,14 +204,14 @@ class CheckpointWriter:
         (weights, Adam's second moment) and hurts where they do not (Adam's
         first moment): one chunk decides for its entry.
         """
-        delta = self._encode(chunk, base, recent, slot=1)
-        full = self._encode(chunk, None, recent, slot=0)
+        delta = self._encode(chunk, base, base_bytes, slot=1)
+        full = self._encode(chunk, None, None, slot=0)
         if sum(len(p) for p in delta) < sum(len(p) for p in full):
             return self._put(chunk, object_id, delta, base), True
         return self._put(chunk, object_id, full, None), False
 
     def _decide(
-        self, job: _Job, object_id: str, recent: dict[str, Kept]
+        self, job: _Job, object_id: str, base_bytes: Kept
     ) -> tuple[queries.NewObject, bool]:
         """Store the deciding chunk and say whether its entry goes delta.
 
@@ -227,14 +224,14 @@ class CheckpointWriter:
         with self._claim_lock:
             hint = self._hints.get(job.hint_key)
         if hint is None or hint[1] >= RECHECK_EVERY:
-            new, won = self._store_choosing(job.chunk, object_id, job.base, recent)
+            new, won = self._store_choosing(job.chunk, object_id, job.base, base_bytes)
             age = 0
         else:
             won, age = hint[0], hint[1] + 1
             base = job.base if won else None
-            parts = self._encode(job.chunk, base, recent)
+            parts = self._encode(job.chunk, base, base_bytes)
             if won and sum(len(p) for p in parts) > SUSPECT_DELTA * len(job.chunk.data):
-                new, won = self._store_choosing(job.chunk, object_id, job.base, recent)
+                new, won = self._store_choosing(job.chunk, object_id, job.base, base_bytes)
                 age = 0
             else:
                 new = self._put(job.chunk, object_id, parts, base)
@@ -242,15 +239,23 @@ class CheckpointWriter:
             self._hints[job.hint_key] = (won, age)
         return new, won
 
-    def _unchanged(self, job: _Job, depths: dict[str, int], recent: dict[str, Kept]) -> Kept | None:
-        """The parent's kept copy of this chunk, if the chunk still holds exactly its bytes."""
-        parent_id = job.parent_id
-        if parent_id is None or parent_id not in depths:
-            return None
-        copy = recent.get(parent_id)
-        if copy is None or not same_bytes(job.chunk.data, copy):
-            return None
-        return copy
+    def _unchanged(
+        self, job: _Job, depths: dict[str, int], recent: dict[str, Kept]
+    ) -> tuple[str, Kept] | None:
+        """A kept copy the chunk still holds exactly the bytes of, and its id: the parent's
+        version of the chunk, or the keyframe it is a delta of (those are the copies kept)."""
+        for candidate in (job.parent_id, job.base.id if job.base else None):
+            if candidate is None or candidate not in depths:
+                continue
+            copy = recent.get(candidate)
+            if copy is not None and same_bytes(job.chunk.data, copy):
+                return candidate, copy
+        return None
+
+    def _base_bytes(self, base: Base, recent: dict[str, Kept]) -> Kept:
+        """The raw bytes of a planned base: the kept copy, else decoded from the store."""
+        kept = recent.get(base.id)
+        return kept if kept is not None else self.load_chunk(base.id)
 
     def _process(
         self,
@@ -276,8 +281,7 @@ class CheckpointWriter:
             if job.chunk.keep:
                 same = self._unchanged(job, depths, recent)
                 if same is not None:
-                    assert job.parent_id is not None
-                    return _Outcome(job.parent_id, None, same, False, size)
+                    return _Outcome(same[0], None, same, False, size)
                 snapshot = self.copies.copy(job.chunk.data)
                 snapshots.append(snapshot)
                 job = dataclasses.replace(
@@ -285,24 +289,29 @@ class CheckpointWriter:
                 )
             chunk = job.chunk
             object_id = digest(chunk.data).hex()
+            own = (object_id, snapshot) if snapshot is not None else None
             with self._claim_lock:
                 first = object_id not in claimed
                 claimed.add(object_id)
             if object_id in depths or not first:
-                return _Outcome(object_id, None, snapshot, False, size)
+                return _Outcome(object_id, None, self._keyframe_copy(job, own, recent), False, size)
             if self.objects.adopt(object_id):  # left by a dead save, or another's in flight
-                return _Outcome(object_id, None, snapshot, True, size)
+                return _Outcome(object_id, None, own, True, size)
+            base_bytes = self._base_bytes(job.base, recent) if job.base is not None else None
             if job.decides:
-                assert job.base is not None and job.decision is not None
-                new, won = self._decide(job, object_id, recent)
+                assert job.base is not None and job.decision is not None and base_bytes is not None
+                new, won = self._decide(job, object_id, base_bytes)
                 job.decision.set_result(won)
             else:
                 use_base = job.decision is not None and job.decision.result()
-                parts = self._encode(chunk, job.base if use_base else None, recent)
-                new = self._put(chunk, object_id, parts, job.base if use_base else None)
-            # A chunk at the end of its chain is not kept: its next version is a keyframe.
-            kept = snapshot if new.depth < chains.MAX_DEPTH else None
-            return _Outcome(object_id, new, kept, False, size)
+                base = job.base if use_base else None
+                new = self._put(chunk, object_id, self._encode(chunk, base, base_bytes), base)
+            if snapshot is None:
+                return _Outcome(object_id, new, None, False, size)
+            # The next version's base: this chunk if it is a keyframe, else its keyframe.
+            if new.base_id is None or job.base is None or base_bytes is None:
+                return _Outcome(object_id, new, own, False, size)
+            return _Outcome(object_id, new, (job.base.id, base_bytes), False, size)
         except BaseException as exc:
             if job.decides and job.decision is not None and not job.decision.done():
                 job.decision.set_exception(exc)
@@ -310,6 +319,24 @@ class CheckpointWriter:
         finally:
             if job.decides and job.decision is not None and not job.decision.done():
                 job.decision.set_result(True)  # unchanged: its delta, if any, stays
+
+    @staticmethod
+    def _keyframe_copy(
+        job: _Job, own: tuple[str, Kept] | None, recent: dict[str, Kept]
+    ) -> tuple[str, Kept] | None:
+        """What to keep for a chunk the store already has: the copy of its keyframe.
+
+        The chunk is the parent's version of itself (hashed, not compared: the
+        parent's version is a delta, whose copy is not kept) or a repeat within
+        this save; a delta's keyframe is its planned base.
+        """
+        if own is None:
+            return None
+        if job.base is not None and own[0] == job.parent_id and own[0] != job.base.id:
+            keyframe = recent.get(job.base.id)
+            if keyframe is not None:
+                return job.base.id, keyframe
+        return own
 
     def _plan(
         self, leaves: Sequence[tuple[str, ArrayBytes]], chunks: list[_Chunk], parent: str | None
@@ -327,13 +354,17 @@ class CheckpointWriter:
             return [[None] * n for n in counts], [[None] * n for n in counts], {}
         with read_transaction(self.engine) as conn:
             before = queries.entry_chunks_of(conn, parent)
-            depths = queries.object_depths(
+            known = queries.stored_chunks(
                 conn, {cid for entry in before.values() for cid in entry.chunk_ids}
             )
+            keyframes = {k for k in (keyframe_of(c, known) for c in known) if k is not None}
+            known.update(queries.stored_chunks(conn, keyframes - known.keys()))
+            deltas_on = queries.delta_counts(conn, keyframes) if self.delta else {}
+        depths = {object_id: stored.depth for object_id, stored in known.items()}
         if not self.delta:
             return [[None] * n for n in counts], [[None] * n for n in counts], depths
         parents = parent_chunks(leaves, counts, before)
-        return parents, plan_bases(parents, depths), depths
+        return parents, plan_bases(parents, known, deltas_on), depths
 
     def _jobs(
         self,
@@ -401,7 +432,7 @@ class CheckpointWriter:
         kept: dict[str, Kept] = {}  # the next save's bases: one copy per chunk id
         for outcome in outcomes:
             if outcome.kept is not None:
-                kept.setdefault(outcome.object_id, outcome.kept)
+                kept.setdefault(*outcome.kept)
         return _Written(per_entry, new_objects, kept)
 
     def _uncatalogued(

@@ -11,7 +11,7 @@ each manifest against the catalog's rows for its checkpoint.  A delta needs
 its base's bytes, so objects are decoded as trees: one task per full object,
 which then decodes the deltas built on it while it still holds its bytes.
 Every object is decoded exactly once and a task holds at most one buffer per
-chain level (writers cap chains at depth 2), so memory stays bounded
+chain level (writers make deltas one level deep, older ones two), so memory stays bounded
 whatever the store's size.  Tasks run on the store's thread pool.
 
 Each problem names the object and, where the catalog knows it, the

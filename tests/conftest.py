@@ -5,15 +5,20 @@ from __future__ import annotations
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 
 import deltastore
+from deltastore import delta
+from deltastore.catalog.queries import StoredChunk
+from deltastore.delta import Base
 
 
 @pytest.fixture
@@ -78,3 +83,22 @@ def join_all(children: list[Any], timeout: float = 120) -> None:
             if child.exitcode is None:
                 child.kill()
                 child.join()
+
+
+def _chained_base_for(
+    object_id: str, known: Mapping[str, StoredChunk], deltas_on: Mapping[str, int]
+) -> Base | None:
+    """The rule writers followed before session 5: a delta on the parent's version of the
+    chunk, chains capped at depth 2."""
+    stored = known.get(object_id)
+    if stored is None or stored.depth >= 2:
+        return None
+    return Base(object_id, stored.depth)
+
+
+@contextmanager
+def chained_deltas() -> Iterator[None]:
+    """Save deltas of deltas, as stores written before session 5 hold: readers, verify, gc,
+    rebuild and cat must handle chains deeper than today's writers make."""
+    with mock.patch.object(delta, "base_for", _chained_base_for):
+        yield

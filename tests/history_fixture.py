@@ -1,5 +1,6 @@
-"""A small store with a history worth checking: deltas two deep, two branches, moved and
-deleted tags; and helpers to damage it (verify, rebuild and cat tests share them)."""
+"""A small store with a history worth checking: deltas two deep (as stores written before
+session 5 chain them), two branches, moved and deleted tags; and helpers to damage it (verify,
+rebuild and cat tests share them)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from deltastore.catalog.audit import CatalogObject
 from deltastore.catalog.engine import read_transaction
 from deltastore.codecs import Kind
 
-from .conftest import trained_like
+from .conftest import chained_deltas, trained_like
 
 CHUNK_SIZE = 4096
 FROZEN = trained_like((3000,), seed=11)
@@ -48,7 +49,10 @@ def build_history(root: Path) -> History:
     g = torch.Generator().manual_seed(7)
     w = trained_like((64, 256), seed=3)
     m = torch.zeros(64, 256)
-    with deltastore.open(root, create=True, progress=False, chunk_size=CHUNK_SIZE) as store:
+    with (
+        chained_deltas(),  # deltas of deltas, as older stores hold: the readers' hard case
+        deltastore.open(root, create=True, progress=False, chunk_size=CHUNK_SIZE) as store,
+    ):
         for step in range(5):
             grad = 1e-3 * torch.randn(64, 256, generator=g)
             w = w - grad

@@ -29,7 +29,7 @@ from deltastore.catalog.engine import read_transaction
 from deltastore.codecs import Transform
 from deltastore.objects import LocalObjectStore
 
-from .conftest import assert_same, trained_like
+from .conftest import assert_same, chained_deltas, trained_like
 
 CHUNK_SIZE = 4096
 Location = tuple[str, int]  # (key path, chunk index)
@@ -145,11 +145,16 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
     root = tmp_path_factory.mktemp("corruption") / "store"
     states = _states()
     ids: list[str] = []
-    with deltastore.open(root, create=True, chunk_size=CHUNK_SIZE, progress=False) as store:
+    # Deltas of deltas, as stores written before session 5 chain them: the deepest case.
+    with (
+        chained_deltas(),
+        deltastore.open(root, create=True, chunk_size=CHUNK_SIZE, progress=False) as store,
+    ):
         ids += [store.save(states[0], step=1), store.save(states[1], step=2)]
     # The third save comes from a new handle: LZ4 objects, bases read back from disk.
     store = deltastore.open(root, codec="lz4", progress=False)
-    ids.append(store.save(states[2], step=3))
+    with chained_deltas():
+        ids.append(store.save(states[2], step=3))
     with read_transaction(store.engine) as conn:
         chunks = {cid: queries.chunk_ids_of(conn, cid) for cid in ids}
     saved = Saved(store, dict(zip(ids, states, strict=True)), chunks, {})

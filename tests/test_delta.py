@@ -69,24 +69,76 @@ def test_catalog_records_each_delta_base_and_depth(tmp_path: Path) -> None:
             else:
                 assert header.base_id is not None and header.base_id.hex() == base
                 assert depth == rows[base][1] + 1
-        assert max(depth for _, depth in rows.values()) == 2
+        assert max(depth for _, depth in rows.values()) == 1
 
 
-@pytest.mark.parametrize("max_depth", [1, 3])
-def test_chain_depth_is_bounded_by_keyframes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_depth: int
+@pytest.mark.parametrize("interval", [2, 4, 5])
+def test_every_delta_is_on_a_keyframe_that_takes_at_most_interval_minus_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: int
 ) -> None:
-    """Restore cost does not grow with history: at most max_depth + 1 decodes per chunk."""
-    monkeypatch.setattr(delta, "MAX_DEPTH", max_depth)
+    """Restore cost does not grow with history: at most two decodes per chunk, whatever its age."""
+    monkeypatch.setattr(delta, "KEYFRAME_INTERVAL", interval)
     with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
         for step in range(1, 13):
             store.save({"w": drifting_state(step)["w"]})
-        depths = [depth for _, _, depth in object_rows(store)]
-        assert max(depths) == max_depth
-        keyframes = 12 // (max_depth + 1)
-        assert depths.count(0) == keyframes * 4  # one every max_depth + 1 saves, 4 chunks
-        assert_same(store.load("main~11"), {"w": drifting_state(1)["w"]})
-        assert_same(store.load("main"), {"w": drifting_state(12)["w"]})
+        rows = object_rows(store)
+        assert max(depth for _, _, depth in rows) == 1
+        keyframes = [object_id for object_id, base, _ in rows if base is None]
+        assert len(keyframes) == -(-12 // interval) * 4  # one every `interval` saves, 4 chunks
+        deltas_on = [sum(base == k for _, base, _ in rows) for k in keyframes]
+        assert max(deltas_on) == interval - 1
+        for n in range(12):  # every version, oldest to newest
+            assert_same(store.load(f"main~{11 - n}"), {"w": drifting_state(n + 1)["w"]})
+
+
+def test_a_chunk_unchanged_since_its_keyframe_keeps_it(tmp_path: Path) -> None:
+    """Deltas are counted, not saves: a chunk that stops changing takes no new keyframe."""
+    w = drifting_state(1)["w"]
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        store.save({"w": w})
+        store.save({"w": drifting_state(2)["w"]})  # a delta on the first save's keyframes
+        for _ in range(6):
+            store.save({"w": w})  # back to the keyframe's bytes: its own chunks again
+        rows = object_rows(store)
+        assert sum(base is None for _, base, _ in rows) == 4  # the first save's, only
+        assert entry_objects(store, "main", "w") == entry_objects(store, "main~7", "w")
+
+
+def test_a_training_loop_never_reads_a_base_back_from_disk(tmp_path: Path) -> None:
+    """Bases come from the copies kept in memory, across keyframes; only a restart reads them."""
+    root = tmp_path / "s"
+    with deltastore.open(root, create=True, chunk_size=65536) as store:
+        read: list[str] = []
+        load_chunk = store._writer.load_chunk
+
+        def counting(object_id: str) -> bytes:
+            read.append(object_id)
+            return load_chunk(object_id)
+
+        store._writer.load_chunk = counting
+        for step in range(1, 11):
+            store.save(drifting_state(step))
+        assert read == []
+        bases = {b for _, b, _ in object_rows(store) if b is not None}
+        assert len(bases) >= 8  # deltas on three generations of keyframes of "w"
+    with deltastore.open(root) as store:
+        read = []
+        load_chunk = store._writer.load_chunk
+        store._writer.load_chunk = counting
+        store.save(drifting_state(11))
+        # The first save after a restart decodes its bases (and "noise"'s, to measure whether
+        # a delta pays for it, as no decision is remembered yet), each once.
+        assert set(read) >= {b for b in object_rows_of(store, "main") if b is not None}
+        assert len(read) == len(set(read))
+        read.clear()
+        store.save(drifting_state(12))
+        assert read == []
+
+
+def object_rows_of(store: deltastore.Store, ref: str) -> list[str | None]:
+    """The delta base of each chunk of ``ref``'s "w"."""
+    rows = {object_id: base for object_id, base, _ in object_rows(store)}
+    return [rows[c] for c in entry_objects(store, ref, "w")]
 
 
 def test_delta_against_a_parent_saved_by_another_process(tmp_path: Path) -> None:
@@ -178,18 +230,18 @@ def test_an_entrys_decision_is_reused_then_measured_again(
     measured: list[str] = []
     original = save_module.CheckpointWriter._store_choosing
 
-    def counting(self: Any, chunk: Any, object_id: str, base: Any, recent: Any) -> Any:
+    def counting(self: Any, chunk: Any, object_id: str, base: Any, base_bytes: Any) -> Any:
         measured.append(object_id)
-        return original(self, chunk, object_id, base, recent)
+        return original(self, chunk, object_id, base, base_bytes)
 
     monkeypatch.setattr(save_module.CheckpointWriter, "_store_choosing", counting)
     with deltastore.open(tmp_path / "s", create=True, chunk_size=1 << 20) as store:
         states = [drifting_state(step) for step in range(1, 8)]
         for state in states:
             store.save(state)
-        # "w" has a base in saves 2, 3, 5, 6 (the depth cap makes 4 and 7 keyframes) and is
-        # measured in 2 and 6; "noise" always goes full, so has a base in saves 2-7, and is
-        # measured in 2 and 5.  Measuring every time would have been 4 + 6.
+        # "w" has a base in saves 2, 3, 4, 6, 7 (three deltas per keyframe make 5 a keyframe)
+        # and is measured in 2 and 6; "noise" always goes full, so has a base in saves 2-7,
+        # and is measured in 2 and 5.  Measuring every time would have been 5 + 6.
         assert len(measured) == 4
         for n, state in enumerate(states):
             assert_same(store.load(f"main~{len(states) - 1 - n}"), state)

@@ -42,7 +42,7 @@ from deltastore.objects.local import TMP_PREFIX
 from deltastore.retention import KeepPolicy
 from deltastore.save import CheckpointWriter
 
-from .conftest import assert_same, join_all
+from .conftest import assert_same, chained_deltas, join_all
 
 CHUNK = 4096  # small chunks: a 16 KiB tensor is 4 chunks, each a delta on its parent's
 
@@ -93,14 +93,39 @@ def small_store(path: Path) -> deltastore.Store:
 # -- gc -----------------------------------------------------------------------------------------
 
 
-def test_gc_keeps_the_whole_delta_chain_a_kept_checkpoint_needs(store_path: Path) -> None:
+def test_gc_keeps_the_keyframes_a_kept_checkpoint_needs(store_path: Path) -> None:
     """Forget the checkpoints whose chunks the head's deltas decode against: the head still loads.
 
-    Three saves of drifting weights make a chain: the second's chunks are
-    deltas on the first's, the third's on the second's.  Keeping only the
-    third, gc must keep all three levels and drop only the manifests.
+    Three saves of drifting weights: the first's chunks are keyframes, the
+    second's and the third's deltas on them.  Keeping only the third, gc must
+    keep the keyframes and drop the manifests and the second's deltas.
     """
     with small_store(store_path) as store:
+        ids = [store.save({"w": drifting(n)}, step=n) for n in range(3)]
+        rows = object_rows(store)
+        first, second, head = (chunk_ids(store, i)["w"] for i in ids)
+        assert [rows[c].base_id for c in head] == first == [rows[c].base_id for c in second]
+
+        report = store.forget(KeepPolicy(last=1))
+        assert [c.id for c in report.forgotten] == [ids[1], ids[0]]
+        collected = store.gc()
+        assert collected.objects == 2 + len(second)  # two manifests and the second's deltas
+        assert not store.objects.exists(ids[0]) and not store.objects.exists(ids[1])
+        assert all(store.objects.exists(c) for c in first + head)
+        assert not any(store.objects.exists(c) for c in second)
+        assert torch.equal(store.load()["w"].view(torch.uint8), drifting(2).view(torch.uint8))
+        assert [c.id for c in store.log()] == [ids[2]]
+        assert store.info("main").parent is None
+
+
+def test_gc_keeps_the_whole_delta_chain_a_kept_checkpoint_needs(store_path: Path) -> None:
+    """The same on deltas of deltas (stores written before session 5): all three levels stay.
+
+    The second's chunks are deltas on the first's, the third's on the
+    second's.  Keeping only the third, gc must keep all three levels and drop
+    only the manifests.
+    """
+    with small_store(store_path) as store, chained_deltas():
         ids = [store.save({"w": drifting(n)}, step=n) for n in range(3)]
         rows = object_rows(store)
         head_chunks = chunk_ids(store, ids[2])["w"]
@@ -120,8 +145,6 @@ def test_gc_keeps_the_whole_delta_chain_a_kept_checkpoint_needs(store_path: Path
         assert not store.objects.exists(ids[0]) and not store.objects.exists(ids[1])
         assert all(store.objects.exists(c) for chain in chains for c in chain)
         assert torch.equal(store.load()["w"].view(torch.uint8), drifting(2).view(torch.uint8))
-        assert [c.id for c in store.log()] == [ids[2]]
-        assert store.info("main").parent is None
 
 
 def test_gc_sweeps_what_a_dead_save_left(store: deltastore.Store) -> None:
@@ -161,7 +184,7 @@ def test_a_writer_saves_deltas_on_its_head_after_another_handle_forgot_and_colle
 ) -> None:
     """The head, the next save's delta base, survives forget + gc; the writer drops its copies."""
     with small_store(store_path) as writer, small_store(store_path) as other:
-        for n in range(2):  # the head's chunks are deltas (depth 1) on the first save's
+        for n in range(2):  # the head's chunks are deltas on the first save's (keyframes)
             writer.save({"w": drifting(n)}, step=n)
         head = writer.resolve("main")
         assert writer._writer.recent.for_parent("main", head)  # copies of the head's chunks
@@ -172,7 +195,8 @@ def test_a_writer_saves_deltas_on_its_head_after_another_handle_forgot_and_colle
         assert_same(writer.load(newest), {"w": drifting(2)})
         rows = object_rows(writer)
         bases = {rows[c].base_id for c in chunk_ids(writer, newest)["w"]}
-        assert bases & set(chunk_ids(writer, head)["w"])  # deltas on the head, as before gc
+        keyframes = {rows[c].base_id for c in chunk_ids(writer, head)["w"]}
+        assert None not in keyframes and bases == keyframes  # deltas on the head's keyframes
         assert catalog_rows_with_missing_files(writer) == set()
 
 

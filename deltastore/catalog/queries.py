@@ -9,7 +9,7 @@ dialect-specific insert-or-ignore below.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -288,18 +288,50 @@ def chunk_ids_of(conn: Connection, checkpoint_id: str) -> dict[str, list[str]]:
     return chunks
 
 
-def object_depths(conn: Connection, ids: Iterable[str]) -> dict[str, int]:
-    """Delta chain depth of each of ``ids`` the catalog knows (absent ids are left out)."""
-    wanted = list(ids)
-    found: dict[str, int] = {}
+def batches(values: Iterable[str]) -> Iterator[list[str]]:
+    """``values`` in lists short enough for one ``IN (...)`` (SQLite binds at most 999)."""
+    wanted = list(values)
     for start in range(0, len(wanted), _BATCH):
+        yield wanted[start : start + _BATCH]
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """What the catalog says of a stored object: its chain depth and its delta base."""
+
+    depth: int
+    base_id: str | None
+
+
+def stored_chunks(conn: Connection, ids: Iterable[str]) -> dict[str, StoredChunk]:
+    """Depth and base of each of ``ids`` the catalog knows (absent ids are left out)."""
+    found: dict[str, StoredChunk] = {}
+    for batch in batches(ids):
         rows = conn.execute(
-            select(_objects.c.id, _objects.c.depth).where(
-                _objects.c.id.in_(wanted[start : start + _BATCH])
+            select(_objects.c.id, _objects.c.depth, _objects.c.base_id).where(
+                _objects.c.id.in_(batch)
             )
         )
-        found.update((r.id, r.depth) for r in rows)
+        found.update((r.id, StoredChunk(r.depth, r.base_id)) for r in rows)
     return found
+
+
+def delta_counts(conn: Connection, base_ids: Iterable[str]) -> dict[str, int]:
+    """How many objects the catalog lists as deltas on each of ``base_ids`` (none: absent)."""
+    found: dict[str, int] = {}
+    for batch in batches(base_ids):
+        rows = conn.execute(
+            select(_objects.c.base_id, func.count().label("n"))
+            .where(_objects.c.base_id.in_(batch))
+            .group_by(_objects.c.base_id)
+        )
+        found.update((r.base_id, int(r.n)) for r in rows)
+    return found
+
+
+def object_depths(conn: Connection, ids: Iterable[str]) -> dict[str, int]:
+    """Delta chain depth of each of ``ids`` the catalog knows (absent ids are left out)."""
+    return {object_id: c.depth for object_id, c in stored_chunks(conn, ids).items()}
 
 
 @dataclass(frozen=True)
