@@ -68,7 +68,9 @@ def base_for(
     saves, lets a chunk that stays unchanged keep its keyframe.
     """
     keyframe = keyframe_of(object_id, known)
-    if keyframe is None or deltas_on.get(keyframe, 0) >= KEYFRAME_INTERVAL - 1:
+    if keyframe is None or keyframe not in known or known[keyframe].depth != 0:
+        return None  # only a full object the catalog lists is a base: it is durable
+    if deltas_on.get(keyframe, 0) >= KEYFRAME_INTERVAL - 1:
         return None
     return Base(keyframe, 0)
 

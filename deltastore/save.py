@@ -96,6 +96,7 @@ class _Written:  # mutable: new_objects is corrected after the writes land
     chunk_ids: list[list[str]]
     new_objects: list[queries.NewObject]
     recent: dict[str, Kept]
+    deltas_on: dict[str, int]  # deltas on each keyframe planned as a base, this save's included
 
 
 def validate_inputs(message: str, step: int | None, metrics: Any) -> dict[str, float | int]:
@@ -155,6 +156,9 @@ class CheckpointWriter:
         self._save_lock = threading.Lock()
         # The store's gc generation when this writer last looked (see _after_gc).
         self._gc_generation: str | None = None
+        # Deltas this writer made on each keyframe its last save used: the catalog's count
+        # drops when gc collects deltas, and a kept-last-2 run would never re-key otherwise.
+        self._deltas_made: dict[str, int] = {}
 
     # -- chunks ---------------------------------------------------------------------------------
 
@@ -170,8 +174,10 @@ class CheckpointWriter:
     def _encode(
         self, chunk: _Chunk, base: Base | None, base_bytes: Kept | None, slot: int = 0
     ) -> list[bytes | memoryview]:
-        if base is None or base_bytes is None:
+        if base is None:
             return codecs.encode_parts(chunk.data, chunk.width, codec=self.codec, slot=slot)
+        if base_bytes is None:
+            raise ValueError(f"a delta on {base.id[:16]} needs the base's bytes")
         return codecs.encode_parts(
             chunk.data,
             chunk.width,
@@ -294,17 +300,22 @@ class CheckpointWriter:
                 first = object_id not in claimed
                 claimed.add(object_id)
             if object_id in depths or not first:
-                return _Outcome(object_id, None, self._keyframe_copy(job, own, recent), False, size)
+                # Kept under its own id, even a delta's: an unchanged chunk is then compared,
+                # not hashed, at the next save, which decodes the keyframe if it changes.
+                return _Outcome(object_id, None, own, False, size)
             if self.objects.adopt(object_id):  # left by a dead save, or another's in flight
                 return _Outcome(object_id, None, own, True, size)
-            base_bytes = self._base_bytes(job.base, recent) if job.base is not None else None
+            base_bytes: Kept | None = None
             if job.decides:
-                assert job.base is not None and job.decision is not None and base_bytes is not None
+                assert job.base is not None and job.decision is not None
+                base_bytes = self._base_bytes(job.base, recent)
                 new, won = self._decide(job, object_id, base_bytes)
                 job.decision.set_result(won)
             else:
                 use_base = job.decision is not None and job.decision.result()
                 base = job.base if use_base else None
+                if base is not None:  # read only for a delta: a full entry needs no base
+                    base_bytes = self._base_bytes(base, recent)
                 new = self._put(chunk, object_id, self._encode(chunk, base, base_bytes), base)
             if snapshot is None:
                 return _Outcome(object_id, new, None, False, size)
@@ -320,38 +331,21 @@ class CheckpointWriter:
             if job.decides and job.decision is not None and not job.decision.done():
                 job.decision.set_result(True)  # unchanged: its delta, if any, stays
 
-    @staticmethod
-    def _keyframe_copy(
-        job: _Job, own: tuple[str, Kept] | None, recent: dict[str, Kept]
-    ) -> tuple[str, Kept] | None:
-        """What to keep for a chunk the store already has: the copy of its keyframe.
-
-        The chunk is the parent's version of itself (hashed, not compared: the
-        parent's version is a delta, whose copy is not kept) or a repeat within
-        this save; a delta's keyframe is its planned base.
-        """
-        if own is None:
-            return None
-        if job.base is not None and own[0] == job.parent_id and own[0] != job.base.id:
-            keyframe = recent.get(job.base.id)
-            if keyframe is not None:
-                return job.base.id, keyframe
-        return own
-
     def _plan(
         self, leaves: Sequence[tuple[str, ArrayBytes]], chunks: list[_Chunk], parent: str | None
-    ) -> tuple[list[list[str | None]], list[list[Base | None]], dict[str, int]]:
-        """Each chunk's counterpart in the parent, its planned base, and the chain depth
-        of the parent's chunks in the catalog.
+    ) -> tuple[list[list[str | None]], list[list[Base | None]], dict[str, int], dict[str, int]]:
+        """Each chunk's counterpart in the parent, its planned base, the chain depth of the
+        parent's chunks and their keyframes in the catalog, and the deltas on those keyframes.
 
         Every chunk of this save found among those depths is known to the
-        catalog and is not written again.
+        catalog and is not written again.  A keyframe's deltas are the most of
+        the catalog's count and this writer's own (gc lowers the first).
         """
         counts = [0] * len(leaves)
         for chunk in chunks:
             counts[chunk.entry] += 1
         if parent is None:
-            return [[None] * n for n in counts], [[None] * n for n in counts], {}
+            return [[None] * n for n in counts], [[None] * n for n in counts], {}, {}
         with read_transaction(self.engine) as conn:
             before = queries.entry_chunks_of(conn, parent)
             known = queries.stored_chunks(
@@ -360,11 +354,15 @@ class CheckpointWriter:
             keyframes = {k for k in (keyframe_of(c, known) for c in known) if k is not None}
             known.update(queries.stored_chunks(conn, keyframes - known.keys()))
             deltas_on = queries.delta_counts(conn, keyframes) if self.delta else {}
+        for keyframe in keyframes:
+            made = self._deltas_made.get(keyframe, 0)
+            if made > deltas_on.get(keyframe, 0):
+                deltas_on[keyframe] = made
         depths = {object_id: stored.depth for object_id, stored in known.items()}
         if not self.delta:
-            return [[None] * n for n in counts], [[None] * n for n in counts], depths
+            return [[None] * n for n in counts], [[None] * n for n in counts], depths, {}
         parents = parent_chunks(leaves, counts, before)
-        return parents, plan_bases(parents, known, deltas_on), depths
+        return parents, plan_bases(parents, known, deltas_on), depths, deltas_on
 
     def _jobs(
         self,
@@ -409,7 +407,7 @@ class CheckpointWriter:
         ``snapshots``, for the caller to recycle those not kept once the save is over.
         """
         chunks = self._cut(leaves)
-        parents, plan, depths = self._plan(leaves, chunks, parent)
+        parents, plan, depths, deltas_on = self._plan(leaves, chunks, parent)
         jobs = self._jobs(chunks, parents, plan, [path for path, _ in leaves], branch)
         recent = self.recent.for_parent(branch, parent)
         claimed: set[str] = set()
@@ -433,7 +431,12 @@ class CheckpointWriter:
         for outcome in outcomes:
             if outcome.kept is not None:
                 kept.setdefault(*outcome.kept)
-        return _Written(per_entry, new_objects, kept)
+        planned = {b.id for entry in plan for b in entry if b is not None}
+        on = {keyframe: deltas_on.get(keyframe, 0) for keyframe in planned}
+        for new in new_objects:
+            if new.base_id in on:
+                on[new.base_id] += 1
+        return _Written(per_entry, new_objects, kept, on)
 
     def _uncatalogued(
         self, outcomes: list[_Outcome], chunks: list[_Chunk]
@@ -504,7 +507,9 @@ class CheckpointWriter:
         by their hash, right whatever gc did; they are dropped all the same,
         so that no knowledge older than a gc outlives it, whatever is cached
         here in the future.  Cost: the first save after a gc reads its delta
-        bases back from the store.
+        bases back from the store.  The count of deltas made on each keyframe
+        stays: it is about this writer's saves, not about what exists, and gc
+        lowering the catalog's count is why it is kept (see _plan).
         """
         if generation != self._gc_generation:
             self.recent.clear()
@@ -562,6 +567,7 @@ class CheckpointWriter:
                 metrics=metrics,
             )
             remembered = written.recent
+            self._deltas_made = written.deltas_on
             return info
         finally:
             # Every task is done (write_chunks waits for all, even when one fails): the

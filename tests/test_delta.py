@@ -13,6 +13,7 @@ import deltastore
 from deltastore import delta
 from deltastore.catalog.engine import read_transaction
 from deltastore.codecs import Transform, read_header
+from deltastore.retention import KeepPolicy
 
 from .conftest import assert_same, trained_like
 
@@ -102,6 +103,48 @@ def test_a_chunk_unchanged_since_its_keyframe_keeps_it(tmp_path: Path) -> None:
         rows = object_rows(store)
         assert sum(base is None for _, base, _ in rows) == 4  # the first save's, only
         assert entry_objects(store, "main", "w") == entry_objects(store, "main~7", "w")
+
+
+def test_keyframes_come_every_fourth_version_when_gc_collects_the_deltas(tmp_path: Path) -> None:
+    """Keeping the last two checkpoints, gc removes the deltas the catalog would count: the
+    writer counts its own, so a delta never spans more than three versions of drift."""
+    full_saves = []
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        for step in range(1, 13):
+            store.save({"w": drifting_state(step)["w"]})
+            store.forget(KeepPolicy(last=2))
+            store.gc()
+            rows = {object_id: base for object_id, base, _ in object_rows(store)}
+            if all(rows[c] is None for c in entry_objects(store, "main", "w")):
+                full_saves.append(step)
+        assert full_saves == [1, 5, 9]
+        assert_same(store.load("main"), {"w": drifting_state(12)["w"]})
+
+
+def test_a_chunk_unchanged_after_a_delta_is_compared_not_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own copy is kept once it is found unchanged; when it changes again, the delta's
+    keyframe is decoded from the store (verified) as after a restart."""
+    from deltastore import save
+
+    hashed: list[int] = []
+    real_digest = save.digest
+    monkeypatch.setattr(save, "digest", lambda data: hashed.append(len(data)) or real_digest(data))
+    w1, w2, w3 = (drifting_state(step)["w"] for step in (1, 2, 3))
+    with deltastore.open(tmp_path / "s", create=True, chunk_size=65536) as store:
+        store.save({"w": w1})
+        store.save({"w": w2})  # deltas on the first save's keyframes
+        store.save({"w": w2})  # unchanged: hashed (the copies kept are the keyframes')
+        hashed.clear()
+        store.save({"w": w2})  # unchanged again: compared with its own copy
+        assert hashed == []
+        store.save({"w": w3})
+        rows = {object_id: base for object_id, base, _ in object_rows(store)}
+        assert [rows[c] for c in entry_objects(store, "main", "w")] == entry_objects(
+            store, "main~4", "w"
+        )  # deltas on the same keyframes
+        assert_same(store.load("main"), {"w": w3})
 
 
 def test_a_training_loop_never_reads_a_base_back_from_disk(tmp_path: Path) -> None:
