@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, wait
 from contextlib import suppress
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from deltastore import codecs, tree
 from deltastore.arrays import ArrayBytes
 from deltastore.catalog import queries
 from deltastore.catalog.engine import read_transaction, write_transaction
+from deltastore.catalog.queries import StoredChunk
 from deltastore.chunking import chunk_bounds, plane_width
 from deltastore.codecs.header import HEAD_BYTES, peek_base_id
 from deltastore.delta import (
@@ -246,12 +247,12 @@ class CheckpointWriter:
         return new, won
 
     def _unchanged(
-        self, job: _Job, depths: dict[str, int], recent: dict[str, Kept]
+        self, job: _Job, known: Mapping[str, StoredChunk], recent: dict[str, Kept]
     ) -> tuple[str, Kept] | None:
         """A kept copy the chunk still holds exactly the bytes of, and its id: the parent's
         version of the chunk, or the keyframe it is a delta of (those are the copies kept)."""
         for candidate in (job.parent_id, job.base.id if job.base else None):
-            if candidate is None or candidate not in depths:
+            if candidate is None or candidate not in known:
                 continue
             copy = recent.get(candidate)
             if copy is not None and same_bytes(job.chunk.data, copy):
@@ -266,7 +267,7 @@ class CheckpointWriter:
     def _process(
         self,
         job: _Job,
-        depths: dict[str, int],
+        known: Mapping[str, StoredChunk],
         claimed: set[str],
         recent: dict[str, Kept],
         snapshots: list[Kept],
@@ -285,7 +286,7 @@ class CheckpointWriter:
             size = len(job.chunk.data)
             snapshot: Kept | None = None
             if job.chunk.keep:
-                same = self._unchanged(job, depths, recent)
+                same = self._unchanged(job, known, recent)
                 if same is not None:
                     return _Outcome(same[0], None, same, False, size)
                 snapshot = self.copies.copy(job.chunk.data)
@@ -299,7 +300,7 @@ class CheckpointWriter:
             with self._claim_lock:
                 first = object_id not in claimed
                 claimed.add(object_id)
-            if object_id in depths or not first:
+            if object_id in known or not first:
                 # Kept under its own id, even a delta's: an unchanged chunk is then compared,
                 # not hashed, at the next save, which decodes the keyframe if it changes.
                 return _Outcome(object_id, None, own, False, size)
@@ -320,9 +321,10 @@ class CheckpointWriter:
             if snapshot is None:
                 return _Outcome(object_id, new, None, False, size)
             # The next version's base: this chunk if it is a keyframe, else its keyframe.
-            if new.base_id is None or job.base is None or base_bytes is None:
+            if new.base_id is None:
                 return _Outcome(object_id, new, own, False, size)
-            return _Outcome(object_id, new, (job.base.id, base_bytes), False, size)
+            assert base_bytes is not None
+            return _Outcome(object_id, new, (new.base_id, base_bytes), False, size)
         except BaseException as exc:
             if job.decides and job.decision is not None and not job.decision.done():
                 job.decision.set_exception(exc)
@@ -333,12 +335,14 @@ class CheckpointWriter:
 
     def _plan(
         self, leaves: Sequence[tuple[str, ArrayBytes]], chunks: list[_Chunk], parent: str | None
-    ) -> tuple[list[list[str | None]], list[list[Base | None]], dict[str, int], dict[str, int]]:
-        """Each chunk's counterpart in the parent, its planned base, the chain depth of the
-        parent's chunks and their keyframes in the catalog, and the deltas on those keyframes.
+    ) -> tuple[
+        list[list[str | None]], list[list[Base | None]], dict[str, StoredChunk], dict[str, int]
+    ]:
+        """Each chunk's counterpart in the parent, its planned base, what the catalog says of
+        the parent's chunks and their keyframes, and the deltas on those keyframes.
 
-        Every chunk of this save found among those depths is known to the
-        catalog and is not written again.  A keyframe's deltas are the most of
+        Every chunk of this save found among those is known to the catalog
+        and is not written again.  A keyframe's deltas are the most of
         the catalog's count and this writer's own (gc lowers the first).
         """
         counts = [0] * len(leaves)
@@ -358,11 +362,10 @@ class CheckpointWriter:
             made = self._deltas_made.get(keyframe, 0)
             if made > deltas_on.get(keyframe, 0):
                 deltas_on[keyframe] = made
-        depths = {object_id: stored.depth for object_id, stored in known.items()}
         if not self.delta:
-            return [[None] * n for n in counts], [[None] * n for n in counts], depths, {}
+            return [[None] * n for n in counts], [[None] * n for n in counts], known, {}
         parents = parent_chunks(leaves, counts, before)
-        return parents, plan_bases(parents, known, deltas_on), depths, deltas_on
+        return parents, plan_bases(parents, known, deltas_on), known, deltas_on
 
     def _jobs(
         self,
@@ -407,7 +410,7 @@ class CheckpointWriter:
         ``snapshots``, for the caller to recycle those not kept once the save is over.
         """
         chunks = self._cut(leaves)
-        parents, plan, depths, deltas_on = self._plan(leaves, chunks, parent)
+        parents, plan, known, deltas_on = self._plan(leaves, chunks, parent)
         jobs = self._jobs(chunks, parents, plan, [path for path, _ in leaves], branch)
         recent = self.recent.for_parent(branch, parent)
         claimed: set[str] = set()
@@ -416,7 +419,7 @@ class CheckpointWriter:
         try:
             for k in order:
                 futures[k] = self.pool.submit(
-                    self._process, jobs[k], depths, claimed, recent, snapshots
+                    self._process, jobs[k], known, claimed, recent, snapshots
                 )
         except BaseException:  # interrupted while submitting: no task may outlive the save
             _cancel_and_wait(list(futures.values()))
