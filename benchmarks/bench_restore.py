@@ -7,8 +7,9 @@ costs at most two decodes per chunk, its keyframe and its own delta, however lon
 so no version restores much slower than another.  ``run.py`` times only the newest and the
 oldest version; this times each one.  Every checkpoint of a sequence is saved into a fresh
 store (``durable=False``: the figures here are restores, and the writes only need to land),
-then each version is restored ``--repeat`` times after one warm-up restore, and the median is
-divided by the median ``torch.load`` of that version's file (page cache warm for both).
+then each version is restored ``--repeat`` times after one warm-up restore, timed as
+``measure.py`` times (page cache synced, collector paused), and the median is divided by the
+median ``torch.load`` of that version's file (page cache warm for both).
 Prints one row per version, the worst and mean ratio, and the slowest restore over the median
 ``torch.load`` of all versions (they are the same size).  The sequences come from the
 ``run.py`` cache (trained on first use).
@@ -17,15 +18,11 @@ Prints one row per version, the worst and mean ratio, and the slowest restore ov
 from __future__ import annotations
 
 import argparse
-import gc
 import shutil
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as a script: import the suite as the package it is
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,21 +31,7 @@ import torch
 
 import deltastore
 from benchmarks import sequences
-
-
-def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
-    """Median wall time of ``repeat`` calls after one untimed call, the collector paused."""
-    fn()
-    times = []
-    gc.disable()
-    try:
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    finally:
-        gc.enable()
-    return statistics.median(times)
+from benchmarks.measure import median_seconds
 
 
 def measure(sequence: sequences.Sequence, work: Path, repeat: int) -> list[tuple[float, float]]:
@@ -58,6 +41,8 @@ def measure(sequence: sequences.Sequence, work: Path, repeat: int) -> list[tuple
         ids = [store.save(sequence.load(i), f"{i}") for i in range(len(sequence.paths))]
         rows = []
         for checkpoint_id, path in zip(ids, sequence.paths, strict=True):
+            store.load(checkpoint_id)  # page cache warm for both
+            torch.load(path, weights_only=True)
             restore = median_seconds(lambda c=checkpoint_id: store.load(c), repeat)
             load = median_seconds(lambda p=path: torch.load(p, weights_only=True), repeat)
             rows.append((restore, load))
