@@ -622,7 +622,14 @@ class CheckpointWriter:
             raw = manifest.to_bytes()
             checkpoint_id = manifest_id(raw)
             encoded = codecs.encode(raw, 1, kind=codecs.Kind.MANIFEST, codec=self.codec)
-            self.objects.put_if_absent(checkpoint_id, encoded)
+            try:
+                self.objects.put_if_absent(checkpoint_id, encoded)
+            except BaseException:
+                # The chunks' writes may still be on the I/O pool: let them finish (or
+                # fail) here, not into a later save's flush.
+                with suppress(Exception):
+                    self.objects.flush()
+                raise
             self.objects.flush()  # every object durable before the catalog names it
             written.new_objects = self._as_stored(written.new_objects)
             chunk_bytes = sum(o.stored_bytes for o in written.new_objects)

@@ -187,7 +187,7 @@ def test_a_concurrent_writer_never_replaces_an_object_that_exists(
 
     def the_other_lands_first(source: Any, target: Any) -> None:
         monkeypatch.setattr(os, "link", link)
-        # Another thread: temp names are unique per process and thread, as for two processes.
+        # Another store object in another thread, as another process would be.
         other = threading.Thread(
             target=second.put_if_absent, args=(object_id, b"encoded by the second writer")
         )

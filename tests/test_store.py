@@ -244,16 +244,24 @@ def test_full_disk_raises_storage_error_and_records_nothing(
     import errno
 
     first = store.save({"w": trained_like((64, 64))})
-    real_writev = os.writev
+    real_writev, real_pwritev = os.writev, os.pwritev
     calls = [0]
 
-    def filling_writev(fd: int, buffers: list[memoryview]) -> int:
+    def filling(fd: int) -> None:
         calls[0] += 1
         if fd > 2 and calls[0] > 3:
             raise OSError(errno.ENOSPC, "No space left on device")
+
+    def filling_writev(fd: int, buffers: list[memoryview]) -> int:
+        filling(fd)
         return real_writev(fd, buffers)
 
+    def filling_pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
+        filling(fd)  # large objects of a durable store are written with O_DIRECT, at an offset
+        return real_pwritev(fd, buffers, offset)
+
     monkeypatch.setattr(os, "writev", filling_writev)
+    monkeypatch.setattr(os, "pwritev", filling_pwritev)
     with pytest.raises(deltastore.StorageError, match="No space left on device") as info:
         store.save({f"w{i}": trained_like((256, 1024), seed=i) for i in range(6)})
     monkeypatch.undo()
