@@ -3,6 +3,7 @@ is written buffered; either way an object's file holds exactly its bytes."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -213,17 +214,31 @@ def test_a_full_disk_in_a_direct_write_records_nothing(
     assert store.load(second)["w"].equal(trained_like((256, 1024), seed=9))
 
 
-def test_buffers_are_aligned_padded_with_zeros_and_recycled() -> None:
+def test_buffers_are_aligned_hold_the_parts_and_are_recycled() -> None:
     writes = direct.DirectWrites()
     data = bytes(range(256)) * 1100
     buffer = writes.fill([data[:1000], data[1000:]], len(data))
-    assert len(buffer) >= direct.padded(len(data)) and direct.padded(len(data)) % direct.ALIGN == 0
-    assert bytes(buffer[: len(data)]) == data
-    assert not any(buffer[len(data) : direct.padded(len(data))])
+    assert len(buffer) >= len(data) and bytes(buffer[: len(data)]) == data
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    assert address % direct.ALIGN == 0
     writes.release(buffer)
     again = writes.fill([b"\xff" * 10], 10)
     assert again.obj is buffer.obj and bytes(again[:10]) == b"\xff" * 10
-    assert not any(again[10 : direct.ALIGN])
+
+
+def test_a_tail_shorter_than_a_block_is_written_without_a_truncate(
+    objects: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ext4 reads the last block back from the disk to zero it on a truncate."""
+    if not _supports_direct(objects.root):
+        pytest.skip("this file system refuses O_DIRECT")
+    monkeypatch.setattr(os, "ftruncate", lambda *a: pytest.fail("ftruncate called"))
+    for seed, extra in enumerate((0, 1, direct.ALIGN - 1)):
+        object_id, data = _object(direct.MIN_BYTES + extra, seed)
+        objects.put_parts(object_id, [data])
+        objects.flush()
+        assert objects.path(object_id).read_bytes() == data
+    assert objects._direct.enabled
 
 
 def test_a_store_that_is_not_durable_never_writes_direct(tmp_path: Path) -> None:
