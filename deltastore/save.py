@@ -56,6 +56,11 @@ RECHECK_EVERY = 8
 SUSPECT_DELTA = 0.8
 #: How often a save re-parents onto a branch that another process moved meanwhile.
 MAX_COMMIT_ATTEMPTS = 8
+#: Chunks smaller than this (norms, biases, step counters, their optimizer state) are
+#: processed several to a task, up to SMALL_TASK_BYTES: for a chunk of a few KiB the task
+#: itself (submit, wake a worker, hand the GIL back and forth) cost more than its work.
+SMALL_CHUNK_BYTES = 64 << 10
+SMALL_TASK_BYTES = 1 << 20
 
 T = TypeVar("T")
 
@@ -264,6 +269,17 @@ class CheckpointWriter:
         kept = recent.get(base.id)
         return kept if kept is not None else self.load_chunk(base.id)
 
+    def _process_all(
+        self,
+        jobs: list[_Job],
+        known: Mapping[str, StoredChunk],
+        claimed: set[str],
+        recent: dict[str, Kept],
+        snapshots: list[Kept],
+    ) -> list[_Outcome]:
+        """:meth:`_process` each job of one task, in order."""
+        return [self._process(job, known, claimed, recent, snapshots) for job in jobs]
+
     def _process(
         self,
         job: _Job,
@@ -415,16 +431,28 @@ class CheckpointWriter:
         recent = self.recent.for_parent(branch, parent)
         claimed: set[str] = set()
         order = sorted(range(len(jobs)), key=lambda k: not jobs[k].decides)  # stable
-        futures: dict[int, Future[_Outcome]] = {}
+        tasks = _tasks(order, [len(job.chunk.data) for job in jobs])
+        futures: list[Future[list[_Outcome]]] = []
         try:
-            for k in order:
-                futures[k] = self.pool.submit(
-                    self._process, jobs[k], known, claimed, recent, snapshots
+            for task in tasks:
+                futures.append(
+                    self.pool.submit(
+                        self._process_all,
+                        [jobs[k] for k in task],
+                        known,
+                        claimed,
+                        recent,
+                        snapshots,
+                    )
                 )
         except BaseException:  # interrupted while submitting: no task may outlive the save
-            _cancel_and_wait(list(futures.values()))
+            _cancel_and_wait(futures)
             raise
-        outcomes = _gather([futures[k] for k in range(len(jobs))], progress, lambda o: o.raw_bytes)
+        done = _gather(futures, progress, lambda batch: sum(o.raw_bytes for o in batch))
+        by_job: dict[int, _Outcome] = {}
+        for task, batch in zip(tasks, done, strict=True):
+            by_job.update(zip(task, batch, strict=True))
+        outcomes = [by_job[k] for k in range(len(jobs))]
         new_objects = [o.new for o in outcomes if o.new is not None]
         new_objects.extend(self._uncatalogued(outcomes, chunks))
         per_entry: list[list[str]] = [[] for _ in leaves]
@@ -667,6 +695,31 @@ class CheckpointWriter:
             # Another process moved the branch: our chunks stand, re-parent the manifest.
             parent = current_id
         raise ConcurrentUpdateError(branch, MAX_COMMIT_ATTEMPTS)
+
+
+def _tasks(order: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
+    """Jobs in ``order`` grouped into tasks: a chunk of SMALL_CHUNK_BYTES or more alone, smaller
+    ones together up to SMALL_TASK_BYTES.
+
+    A job waiting for its entry's decision must only wait for a job that
+    runs before it: its decider comes earlier in ``order``, so it is in an
+    earlier task (submitted first) or earlier in the same one.
+    """
+    tasks: list[list[int]] = []
+    small: list[int] = []
+    small_bytes = 0
+    for k in order:
+        if sizes[k] >= SMALL_CHUNK_BYTES:
+            tasks.append([k])
+            continue
+        if small and small_bytes + sizes[k] > SMALL_TASK_BYTES:
+            tasks.append(small)
+            small, small_bytes = [], 0
+        small.append(k)
+        small_bytes += sizes[k]
+    if small:
+        tasks.append(small)
+    return tasks
 
 
 def _gather(

@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 import deltastore
 from deltastore import delta
+from deltastore import save as save_module
 from deltastore.catalog.engine import read_transaction
 from deltastore.codecs import Transform, read_header
 from deltastore.retention import KeepPolicy
@@ -391,3 +394,48 @@ def test_a_failed_save_gives_its_base_copies_back(
         store.save(drifting_state(8))
         assert_same(store.load("main"), drifting_state(8))
         assert_same(store.load("main~1"), drifting_state(1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 2 * save_module.SMALL_CHUNK_BYTES), max_size=60),
+    shuffle=st.randoms(use_true_random=False),
+)
+def test_small_chunks_share_tasks_and_no_job_runs_ahead_of_one_it_may_wait_for(
+    sizes: list[int], shuffle: Any
+) -> None:
+    small = save_module.SMALL_CHUNK_BYTES
+    order = list(range(len(sizes)))
+    shuffle.shuffle(order)
+    tasks = save_module._tasks(order, sizes)
+    assert sorted(k for task in tasks for k in task) == list(range(len(sizes)))
+    where = {k: i for i, task in enumerate(tasks) for k in task}
+    for task in tasks:
+        assert [order.index(k) for k in task] == sorted(order.index(k) for k in task)
+        if len(task) > 1:
+            assert all(sizes[k] < small for k in task)
+            assert sum(sizes[k] for k in task) <= save_module.SMALL_TASK_BYTES
+    # A job may wait only for one before it in the order (its entry's decider, the entry's
+    # first chunk).  Only a small job is put off to a later task, and a small decider's
+    # entry has no large chunk after it: a job's task never comes before its decider's.
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            assert where[a] <= where[b] or (sizes[a] < small <= sizes[b])
+
+
+def test_small_tails_wait_for_their_entrys_decision_without_hanging(tmp_path: Path) -> None:
+    """An entry's last chunk can be small: it waits for the entry's first chunk to decide
+    delta or full, from inside a task of small chunks."""
+    chunk = 256 << 10
+    state = {
+        f"w{i}": trained_like((chunk // 4 + 64 * (i + 1),), seed=i) for i in range(12)
+    }  # a 256 KiB chunk and a tail of 256 B to 3 KiB each
+    with deltastore.open(tmp_path / "s", create=True, progress=False, chunk_size=chunk) as s:
+        ids = [s.save(state, "0")]
+        for step in range(1, 3):
+            state = {k: v + 1e-4 * trained_like(v.shape, seed=step) for k, v in state.items()}
+            ids.append(s.save(state, str(step)))  # would hang if a tail waited in vain
+        assert_same(s.load(ids[-1]), state)
+        with read_transaction(s.engine) as conn:
+            deltas = conn.execute(text("SELECT count(*) FROM objects WHERE base_id IS NOT NULL"))
+            assert deltas.scalar_one() > 0
