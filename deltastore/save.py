@@ -277,8 +277,21 @@ class CheckpointWriter:
         recent: dict[str, Kept],
         snapshots: list[Kept],
     ) -> list[_Outcome]:
-        """:meth:`_process` each job of one task, in order."""
-        return [self._process(job, known, claimed, recent, snapshots) for job in jobs]
+        """:meth:`_process` each job of one task, in order.
+
+        If one fails, the decisions the task's later jobs owe their entries are
+        failed too: chunks in other tasks wait for them.
+        """
+        outcomes: list[_Outcome] = []
+        try:
+            for job in jobs:
+                outcomes.append(self._process(job, known, claimed, recent, snapshots))
+        except BaseException as exc:
+            for job in jobs[len(outcomes) + 1 :]:
+                if job.decides and job.decision is not None and not job.decision.done():
+                    job.decision.set_exception(exc)
+            raise
+        return outcomes
 
     def _process(
         self,
@@ -329,8 +342,10 @@ class CheckpointWriter:
                 new, won = self._decide(job, object_id, base_bytes)
                 job.decision.set_result(won)
             else:
-                use_base = job.decision is not None and job.decision.result()
-                base = job.base if use_base else None
+                # Only a chunk with a base waits for its entry's decision: the decider is
+                # the entry's first chunk with one, which may come after this chunk.
+                decision = job.decision if job.base is not None else None
+                base = job.base if decision is not None and decision.result() else None
                 if base is not None:  # read only for a delta: a full entry needs no base
                     base_bytes = self._base_bytes(base, recent)
                 new = self._put(chunk, object_id, self._encode(chunk, base, base_bytes), base)
@@ -431,7 +446,7 @@ class CheckpointWriter:
         recent = self.recent.for_parent(branch, parent)
         claimed: set[str] = set()
         order = sorted(range(len(jobs)), key=lambda k: not jobs[k].decides)  # stable
-        tasks = _tasks(order, [len(job.chunk.data) for job in jobs])
+        tasks = _tasks(order, [len(job.chunk.data) for job in jobs], [job.decides for job in jobs])
         futures: list[Future[list[_Outcome]]] = []
         try:
             for task in tasks:
@@ -697,18 +712,24 @@ class CheckpointWriter:
         raise ConcurrentUpdateError(branch, MAX_COMMIT_ATTEMPTS)
 
 
-def _tasks(order: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
-    """Jobs in ``order`` grouped into tasks: a chunk of SMALL_CHUNK_BYTES or more alone, smaller
-    ones together up to SMALL_TASK_BYTES.
+def _tasks(order: Sequence[int], sizes: Sequence[int], decides: Sequence[bool]) -> list[list[int]]:
+    """Jobs in ``order`` (deciders first) grouped into tasks: a chunk of SMALL_CHUNK_BYTES or
+    more alone, smaller ones together up to SMALL_TASK_BYTES.
 
-    A job waiting for its entry's decision must only wait for a job that
-    runs before it: its decider comes earlier in ``order``, so it is in an
-    earlier task (submitted first) or earlier in the same one.
+    A job may wait for its entry's decider, so every decider is in a task
+    submitted before the first task holding a job that is not one: small
+    deciders still gathered are sent off before the first non-decider.
     """
     tasks: list[list[int]] = []
     small: list[int] = []
     small_bytes = 0
+    deciding = True
     for k in order:
+        if deciding and not decides[k]:
+            deciding = False
+            if small:
+                tasks.append(small)
+                small, small_bytes = [], 0
         if sizes[k] >= SMALL_CHUNK_BYTES:
             tasks.append([k])
             continue
