@@ -14,10 +14,11 @@ kernel, the compressors and file I/O all release the GIL.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import CancelledError, Executor, Future, wait
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -434,11 +435,14 @@ class CheckpointWriter:
     ) -> _Written:
         """Store every chunk the store lacks, as a delta where that pays.
 
-        Each chunk is one task: hash, skip it if the store has it, else encode
-        and write it, so the disk is busy from the first chunk on.  Deciders are
-        queued first: a task waiting for its entry's decision only ever waits
-        for a task that is already running.  Every copy a task makes is added to
-        ``snapshots``, for the caller to recycle those not kept once the save is over.
+        Each chunk is hashed, skipped if the store has it, else encoded and
+        written; a large chunk is a task of its own, small ones share tasks
+        (:func:`_tasks`), so the disk is busy from the first chunk on.  Deciders
+        are queued first: a task waiting for its entry's decision only ever waits
+        for a task that was sent before it, and a task cancelled before it ran
+        fails the decisions it owed (else a task sent after it would wait for
+        ever).  Every copy a task makes is added to ``snapshots``, for the caller
+        to recycle those not kept once the save is over.
         """
         chunks = self._cut(leaves)
         parents, plan, known, deltas_on = self._plan(leaves, chunks, parent)
@@ -450,16 +454,13 @@ class CheckpointWriter:
         futures: list[Future[list[_Outcome]]] = []
         try:
             for task in tasks:
-                futures.append(
-                    self.pool.submit(
-                        self._process_all,
-                        [jobs[k] for k in task],
-                        known,
-                        claimed,
-                        recent,
-                        snapshots,
-                    )
+                task_jobs = [jobs[k] for k in task]
+                future = self.pool.submit(
+                    self._process_all, task_jobs, known, claimed, recent, snapshots
                 )
+                if any(job.decides for job in task_jobs):
+                    future.add_done_callback(functools.partial(_fail_if_cancelled, task_jobs))
+                futures.append(future)
         except BaseException:  # interrupted while submitting: no task may outlive the save
             _cancel_and_wait(futures)
             raise
@@ -710,6 +711,15 @@ class CheckpointWriter:
             # Another process moved the branch: our chunks stand, re-parent the manifest.
             parent = current_id
         raise ConcurrentUpdateError(branch, MAX_COMMIT_ATTEMPTS)
+
+
+def _fail_if_cancelled(jobs: list[_Job], future: Future[list[_Outcome]]) -> None:
+    """A task cancelled before it ran never decides for its entries: say so to the chunks
+    waiting for those decisions in other tasks."""
+    if future.cancelled():
+        for job in jobs:
+            if job.decides and job.decision is not None and not job.decision.done():
+                job.decision.set_exception(CancelledError())
 
 
 def _tasks(order: Sequence[int], sizes: Sequence[int], decides: Sequence[bool]) -> list[list[int]]:

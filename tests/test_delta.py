@@ -442,3 +442,25 @@ def test_saves_that_once_hung_finish(scenario: str, tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_a_task_cancelled_before_it_ran_fails_the_decisions_it_owed() -> None:
+    """Else a chunk waiting for one in a task sent later would wait for ever (the save's
+    error path cancels tasks one by one while workers take the next ones)."""
+    from concurrent.futures import CancelledError, Future
+    from types import SimpleNamespace
+
+    owed = [SimpleNamespace(decides=True, decision=Future()) for _ in range(2)]
+    waiting = SimpleNamespace(decides=False, decision=owed[0].decision)
+    cancelled: Future[Any] = Future()
+    cancelled.add_done_callback(lambda f: save_module._fail_if_cancelled([*owed, waiting], f))
+    assert cancelled.cancel()
+    for job in owed:
+        with pytest.raises(CancelledError):
+            job.decision.result(timeout=1)
+
+    ran = [SimpleNamespace(decides=True, decision=Future())]
+    finished: Future[Any] = Future()
+    finished.set_result([])
+    save_module._fail_if_cancelled(ran, finished)
+    assert not ran[0].decision.done()  # a task that ran decided for itself

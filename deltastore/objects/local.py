@@ -211,10 +211,14 @@ class LocalObjectStore(ObjectStore):
 
     def _failed_write(self, fd: int, tmp: Path, object_id: str, exc: OSError) -> StorageError:
         """Undo a write that failed before its fsync: close, remove the temp file, free its slot."""
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-        self._in_flight.release()
+        try:
+            if fd >= 0:
+                os.close(fd)
+        except OSError:
+            pass  # the write's own error is the one to report
+        finally:
+            tmp.unlink(missing_ok=True)
+            self._in_flight.release()
         return StorageError(f"write object {object_id[:16]} to {self.root}", exc)
 
     def _put_direct(
@@ -223,7 +227,11 @@ class LocalObjectStore(ObjectStore):
         """Copy the parts into an aligned buffer now (they may be the caller's scratch, valid
         until its next encoding) and have the I/O pool write it."""
         self._direct.slots.acquire()
-        self._in_flight.acquire()
+        try:
+            self._in_flight.acquire()
+        except BaseException:  # interrupted while waiting: the slot goes back
+            self._direct.slots.release()
+            raise
         buffer = None
         try:
             buffer = self._direct.fill(parts, size)
@@ -259,8 +267,8 @@ class LocalObjectStore(ObjectStore):
                 if exc.errno != errno.EINVAL:
                     raise
                 if fd >= 0:
-                    os.close(fd)
-                    fd = -1
+                    fd, refused = -1, fd  # closed once, even if the close fails
+                    os.close(refused)
                 self._direct.refused()
                 fd = self._create(tmp)
                 _write_all(fd, [buffer[:size]])
