@@ -288,9 +288,7 @@ class CheckpointWriter:
             for job in jobs:
                 outcomes.append(self._process(job, known, claimed, recent, snapshots))
         except BaseException as exc:
-            for job in jobs[len(outcomes) + 1 :]:
-                if job.decides and job.decision is not None and not job.decision.done():
-                    job.decision.set_exception(exc)
+            _fail_decisions(jobs[len(outcomes) + 1 :], exc)
             raise
         return outcomes
 
@@ -380,8 +378,9 @@ class CheckpointWriter:
         counts = [0] * len(leaves)
         for chunk in chunks:
             counts[chunk.entry] += 1
+        none: list[list[Any]] = [[None] * n for n in counts]  # read only: shared is fine
         if parent is None:
-            return [[None] * n for n in counts], [[None] * n for n in counts], {}, {}
+            return none, none, {}, {}
         with read_transaction(self.engine) as conn:
             before = queries.entry_chunks_of(conn, parent)
             known = queries.stored_chunks(
@@ -395,7 +394,7 @@ class CheckpointWriter:
             if made > deltas_on.get(keyframe, 0):
                 deltas_on[keyframe] = made
         if not self.delta:
-            return [[None] * n for n in counts], [[None] * n for n in counts], known, {}
+            return none, none, known, {}
         parents = parent_chunks(leaves, counts, before)
         return parents, plan_bases(parents, known, deltas_on), known, deltas_on
 
@@ -713,13 +712,18 @@ class CheckpointWriter:
         raise ConcurrentUpdateError(branch, MAX_COMMIT_ATTEMPTS)
 
 
+def _fail_decisions(jobs: Sequence[_Job], exc: BaseException) -> None:
+    """Fail the decisions ``jobs`` owe their entries and will not make: the chunks waiting
+    for them in other tasks then fail too, instead of waiting for ever."""
+    for job in jobs:
+        if job.decides and job.decision is not None and not job.decision.done():
+            job.decision.set_exception(exc)
+
+
 def _fail_if_cancelled(jobs: list[_Job], future: Future[list[_Outcome]]) -> None:
-    """A task cancelled before it ran never decides for its entries: say so to the chunks
-    waiting for those decisions in other tasks."""
+    """A task cancelled before it ran never decides for its entries."""
     if future.cancelled():
-        for job in jobs:
-            if job.decides and job.decision is not None and not job.decision.done():
-                job.decision.set_exception(CancelledError())
+        _fail_decisions(jobs, CancelledError())
 
 
 def _tasks(order: Sequence[int], sizes: Sequence[int], decides: Sequence[bool]) -> list[list[int]]:

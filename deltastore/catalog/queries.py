@@ -270,10 +270,11 @@ def entries_of(conn: Connection, checkpoint_id: str) -> list[EntryInfo]:
     ]
 
 
-def chunk_ids_of(conn: Connection, checkpoint_id: str) -> dict[str, list[str]]:
-    """Key path -> chunk ids in order, for every entry of a checkpoint."""
-    rows = conn.execute(
-        select(_entries.c.key_path, _entry_chunks.c.object_id)
+def _chunk_rows(conn: Connection, checkpoint_id: str, *entry_columns: Any) -> Any:
+    """A checkpoint's chunk rows in entry and chunk order: each with its ``object_id`` and
+    the ``entry_columns`` of its entry."""
+    return conn.execute(
+        select(*entry_columns, _entry_chunks.c.object_id)
         .join(
             _entry_chunks,
             (_entry_chunks.c.checkpoint_id == _entries.c.checkpoint_id)
@@ -282,6 +283,11 @@ def chunk_ids_of(conn: Connection, checkpoint_id: str) -> dict[str, list[str]]:
         .where(_entries.c.checkpoint_id == checkpoint_id)
         .order_by(_entry_chunks.c.entry_idx, _entry_chunks.c.chunk_idx)
     )
+
+
+def chunk_ids_of(conn: Connection, checkpoint_id: str) -> dict[str, list[str]]:
+    """Key path -> chunk ids in order, for every entry of a checkpoint."""
+    rows = _chunk_rows(conn, checkpoint_id, _entries.c.key_path)
     chunks: dict[str, list[str]] = {}
     for r in rows:
         chunks.setdefault(r.key_path, []).append(r.object_id)
@@ -348,16 +354,7 @@ def entry_chunks_of(conn: Connection, checkpoint_id: str) -> dict[str, EntryChun
     save reads its parent's, and a model's hundreds of small entries made the whole
     entry rows the larger part of a save's catalog reads.
     """
-    rows = conn.execute(
-        select(_entries.c.key_path, _entries.c.dtype, _entries.c.shape, _entry_chunks.c.object_id)
-        .join(
-            _entry_chunks,
-            (_entry_chunks.c.checkpoint_id == _entries.c.checkpoint_id)
-            & (_entry_chunks.c.entry_idx == _entries.c.idx),
-        )
-        .where(_entries.c.checkpoint_id == checkpoint_id)
-        .order_by(_entry_chunks.c.entry_idx, _entry_chunks.c.chunk_idx)
-    )
+    rows = _chunk_rows(conn, checkpoint_id, _entries.c.key_path, _entries.c.dtype, _entries.c.shape)
     found: dict[str, EntryChunks] = {}
     for r in rows:
         entry = found.get(r.key_path)

@@ -73,13 +73,12 @@ class DirectWrites:
         one of :attr:`slots` and gives the buffer back with :meth:`release`.  The copy
         runs in numpy, without the GIL.
         """
-        length = size
         with self._lock:  # the smallest that fits (by position: views compare by content)
-            fitting = [i for i, b in enumerate(self._free) if len(b) >= length]
+            fitting = [i for i, b in enumerate(self._free) if len(b) >= size]
             best = min(fitting, key=lambda i: len(self._free[i])) if fitting else None
             buffer = self._free.pop(best) if best is not None else None
         if buffer is None:
-            buffer = huge_page_buffer(-(-length // HUGE_PAGE) * HUGE_PAGE)
+            buffer = huge_page_buffer(-(-size // HUGE_PAGE) * HUGE_PAGE)
         target = np.frombuffer(buffer, np.uint8)
         offset = 0
         for part in parts:

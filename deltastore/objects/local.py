@@ -204,7 +204,7 @@ class LocalObjectStore(ObjectStore):
             tmp.unlink()
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise StorageError(f"write object {object_id[:16]} to {self.root}", exc) from exc
+            raise self._write_error(object_id, exc) from exc
         finally:
             self._in_flight.release()
         self._name_durable(target)
@@ -219,7 +219,10 @@ class LocalObjectStore(ObjectStore):
         finally:
             tmp.unlink(missing_ok=True)
             self._in_flight.release()
-        return StorageError(f"write object {object_id[:16]} to {self.root}", exc)
+        return self._write_error(object_id, exc)
+
+    def _write_error(self, object_id: str, cause: OSError) -> StorageError:
+        return StorageError(f"write object {object_id[:16]} to {self.root}", cause)
 
     def _put_direct(
         self, parts: Sequence[Buffer], size: int, tmp: Path, target: Path, object_id: str
@@ -245,7 +248,7 @@ class LocalObjectStore(ObjectStore):
             self._in_flight.release()
             if isinstance(exc, (OSError, ValueError)):  # mmap refused, or a malformed part
                 cause = exc if isinstance(exc, OSError) else OSError(errno.EINVAL, str(exc))
-                raise StorageError(f"write object {object_id[:16]} to {self.root}", cause) from exc
+                raise self._write_error(object_id, cause) from exc
             raise
         with self._lock:
             self._pending.append(future)
